@@ -1,0 +1,114 @@
+/* bench/bench_forward.c: morphcat's side of `make bench`. Modes:
+ *   bench_forward forward --model PATH --batch B [--size S] [--seconds T]   images/s, GFLOP/s, arena, peak RSS
+ *   bench_forward sgemm [--seconds T]                                       single-thread sgemm GFLOP/s
+ * Prints one JSON object per line. One configuration per process, so peak RSS belongs to it alone.
+ * Not a test: it asserts nothing about speed; bench/run.sh compares figures measured in the same run. */
+#include <cblas.h>
+#include <sys/resource.h>
+
+#include "nn/nn.h"
+
+static double arg_num(int argc, char **argv, const char *name, double dflt)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) return atof(argv[i + 1]);
+    return dflt;
+}
+
+static const char *arg_str(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) return argv[i + 1];
+    return NULL;
+}
+
+static long peak_rss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* Deterministic pseudo-random input in [0, 1). */
+static void fill(float *x, size_t n)
+{
+    uint32_t s = 12345;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        x[i] = (float)(s >> 8) / 16777216.0f;
+    }
+}
+
+static int bench_sgemm(double seconds)
+{
+    const int n = 2048;
+    float *a = mc_malloc_aligned(sizeof(float) * n * n), *b = mc_malloc_aligned(sizeof(float) * n * n),
+          *c = mc_malloc_aligned(sizeof(float) * n * n);
+    fill(a, (size_t)n * n);
+    fill(b, (size_t)n * n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    double best = 0;
+    double t_end = mc_now() + seconds;
+    int reps = 0;
+    while (mc_now() < t_end || reps < 3) {
+        double t0 = mc_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double g = 2.0 * n * n * (double)n / (mc_now() - t0) / 1e9;
+        if (g > best) best = g;
+        reps++;
+    }
+    printf("{\"impl\":\"sgemm\",\"n\":%d,\"gflops\":%.1f,\"blas\":\"%s\"}\n", n, best, nn_blas_describe());
+    free(a);
+    free(b);
+    free(c);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    nn_blas_init();
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_forward forward --model PATH --batch B [--size S] [--seconds T] | sgemm\n");
+        return 2;
+    }
+    double seconds = arg_num(argc, argv, "--seconds", 3.0);
+    if (!strcmp(argv[1], "sgemm")) return bench_sgemm(seconds);
+    const char *path = arg_str(argc, argv, "--model");
+    int batch = (int)arg_num(argc, argv, "--batch", 1), size = (int)arg_num(argc, argv, "--size", 224);
+    const char *label = arg_str(argc, argv, "--label");
+    char err[MC_ERR_LEN];
+    nn_model *m;
+    if (!path || nn_model_load(path, &m, err)) {
+        fprintf(stderr, "bench_forward: %s\n", path ? err : "--model required");
+        return 1;
+    }
+    const nn_model_info *mi = nn_model_info_of(m);
+    nn_plan *p;
+    if (nn_plan_init(m, batch, size, size, &p, err)) {
+        fprintf(stderr, "bench_forward: %s\n", err);
+        return 1;
+    }
+    size_t nin = (size_t)batch * mi->in_chans * size * size;
+    float *x = mc_malloc_aligned(sizeof(float) * nin), *e = mc_malloc(sizeof(float) * (size_t)batch * mi->embed_dim);
+    fill(x, nin);
+    nn_forward(p, x, batch, e, NULL); /* warm-up: page in the arena and the weights */
+    double t0 = mc_now(), t;
+    long images = 0;
+    int reps = 0;
+    do {
+        nn_forward(p, x, batch, e, NULL);
+        images += batch;
+        reps++;
+        t = mc_now() - t0;
+    } while (t < seconds || reps < 3);
+    double ips = images / t;
+    printf("{\"impl\":\"morphcat\",\"model\":\"%s\",\"batch\":%d,\"size\":%d,\"images_per_s\":%.3f,"
+           "\"gflops\":%.1f,\"gmac_per_image\":%.3f,\"arena_mb\":%.1f,\"peak_rss_mb\":%.1f,\"blas\":\"%s\"}\n",
+           label ? label : mi->arch, batch, size, ips, ips * 2.0 * nn_plan_macs(p) / batch / 1e9,
+           nn_plan_macs(p) / batch / 1e9, nn_plan_bytes(p) / 1048576.0, peak_rss_kb() / 1024.0, nn_blas_describe());
+    free(x);
+    free(e);
+    nn_plan_free(p);
+    nn_model_free(m);
+    return 0;
+}

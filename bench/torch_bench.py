@@ -1,0 +1,116 @@
+"""bench/torch_bench.py: PyTorch's side of `make bench`: images/s of the reference encoders (tools/timm_ref.py's
+convnext_nano and efficientnet_b0, torchvision resnet50) on one thread, eval + inference_mode, NCHW and channels_last.
+Prints one JSON object per line (first the environment, then one per model/batch/format); it neither runs morphcat
+nor compares results, and does not set OPENBLAS_CORETYPE (the caller does).
+
+    OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 bench/torch_bench.py --models convnext_nano --batches 1,8 --seconds 2
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+
+
+def loaded_blas():
+    """The BLAS shared objects actually mapped into this process (Debian switches libblas.so.3 by alternatives)."""
+    libs = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                p = line.split()[-1]
+                base = os.path.basename(p)
+                if "blas" in base or "lapack" in base:
+                    libs.add(os.path.realpath(p))
+    except OSError:
+        pass
+    return sorted(libs)
+
+
+def environment(threads):
+    import numpy as np
+    import torch
+
+    cfg = torch.__config__.show()
+    blas = {}
+    for ln in cfg.splitlines():  # "Build settings: K=V, K=V, ..." holds BLAS_INFO / LAPACK_INFO / USE_MKLDNN ...
+        for kv in ln.split("Build settings:", 1)[-1].split(","):
+            k, _, v = kv.strip().partition("=")
+            if k in ("BLAS_INFO", "LAPACK_INFO", "USE_MKLDNN", "USE_OPENMP", "PERF_WITH_AVX512", "TORCH_VERSION"):
+                blas[k] = v
+    return {
+        "impl": "torch",
+        "kind": "environment",
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "requested_threads": threads,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "blas_config": blas,
+        "blas_loaded": loaded_blas(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+
+
+def build(name):
+    import timm_ref
+
+    m = timm_ref.create(name)
+    return m.eval()
+
+
+def time_one(model, batch, size, fmt, seconds, min_iters):
+    import torch
+
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    if fmt == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        model = model.to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        model(x)  # warm-up: first-call allocations and kernel selection
+        n = 0
+        t0 = time.perf_counter()
+        while True:
+            model(x)
+            n += 1
+            el = time.perf_counter() - t0
+            if el >= seconds and n >= min_iters:
+                break
+    return n, el
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="convnext_nano,efficientnet_b0,resnet50")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--formats", default="nchw,channels_last")
+    ap.add_argument("--seconds", type=float, default=2.0, help="minimum timed duration per configuration")
+    ap.add_argument("--min-iters", type=int, default=3)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    print(json.dumps(environment(a.threads)), flush=True)
+    for name in a.models.split(","):
+        model = build(name)
+        for batch in [int(b) for b in a.batches.split(",")]:
+            for fmt in a.formats.split(","):
+                n, el = time_one(model, batch, a.size, fmt, a.seconds, a.min_iters)
+                rec = {"impl": "torch", "model": name, "batch": batch, "format": fmt, "images_per_s": round(n * batch / el, 3),
+                       "size": a.size, "iters": n, "seconds": round(el, 3), "threads": a.threads,
+                       "coretype": os.environ.get("OPENBLAS_CORETYPE")}
+                print(json.dumps(rec), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+/* nn/kernels.h: the compute kernels of the engine. Policy-free: a kernel takes pointers, shapes and
+ * strides; the layer (nn/layers.c) decides layout, tiling and fusion. All activations are NHWC float32
+ * (channels contiguous), so pointwise convolutions are plain GEMMs and per-pixel work vectorises over C. */
+#ifndef NN_KERNELS_H
+#define NN_KERNELS_H
+
+#include <stddef.h>
+
+typedef enum {
+    NN_ACT_NONE = 0,
+    NN_ACT_RELU,
+    NN_ACT_SILU,    /* x * sigmoid(x) (timm 'swish') */
+    NN_ACT_GELU,    /* exact erf form, as torch.nn.functional.gelu's default */
+    NN_ACT_SIGMOID,
+} nn_act;
+
+/* C[M,N] (ldc) = A[M,K] (lda) * W[N,K]^T (ldw) + beta*C: single-threaded sgemm, W in PyTorch's [out][in]. */
+void nn_gemm(int M, int N, int K, const float *A, int lda, const float *W, int ldw, float beta, float *C, int ldc);
+
+/* rows x n block at C (ldc): C = act(C + bias[j] + res[i*ldr + j]); bias and res may be NULL. */
+void nn_epilogue(float *C, int rows, int n, int ldc, const float *bias, const float *res, int ldr, nn_act act);
+
+/* In-place activation on n contiguous values. */
+void nn_act_apply(float *x, size_t n, nn_act act);
+
+/* Scalar, vectorisable math used by the kernels (max relative error ~2e-7 in float). */
+float nn_expf(float x);
+
+/* im2col for an NHWC image batch: output rows p in [p0, p1) of the (n*oh*ow) x (kh*kw*c) patch matrix,
+ * each row laid out [kh][kw][c] (zero where the window leaves the image), written at out (ld = kh*kw*c). */
+void nn_im2col(const float *x, int h, int w, int c, int kh, int kw, int stride, int pad, int oh, int ow,
+               long p0, long p1, float *out);
+
+/* Depthwise convolution, NHWC, one image: y[oh,ow,c] = act(b[c] + sum x[ih,iw,c] * k[kh][kw][c]).
+ * If csum is not NULL it receives the per-channel sum of y over the image (for squeeze-excite). */
+void nn_dwconv(const float *x, int h, int w, int c, const float *k, const float *b, int kh, int kw, int stride,
+               int pad, int oh, int ow, nn_act act, float *y, float *csum);
+
+/* LayerNorm over the last dimension of rows x c (biased variance, as torch). weight/bias may be NULL. */
+void nn_layernorm(float *x, long rows, int c, float eps, const float *weight, const float *bias);
+
+/* Max pooling, NHWC, one image; padding counts as -inf (torch). */
+void nn_maxpool(const float *x, int h, int w, int c, int k, int stride, int pad, int oh, int ow, float *y);
+
+/* Mean over the hw pixels of each channel: y[c] = mean_p x[p*c + c]. */
+void nn_mean_pixels(const float *x, long hw, int c, float *y);
+
+/* Multiply every pixel's channel vector by s[c] (squeeze-excite gate), in place. */
+void nn_scale_channels(float *x, long hw, int c, const float *s);
+
+#endif

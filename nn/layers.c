@@ -1,0 +1,121 @@
+/* nn/layers.c: convolution as a layer: weights re-laid out for NHWC at load time with batch norm folded
+ * in, and a forward pass that tiles rows so the im2col block and the GEMM output stay in cache while the
+ * fused epilogue (bias, residual, activation) runs. Does not know which network it is part of. */
+#include "nn/engine.h"
+
+#include <math.h>
+
+int nn_conv_out(int in, int k, int stride, int pad)
+{
+    return (in + 2 * pad - k) / stride + 1;
+}
+
+int nn_conv_load(nn_loader *L, nn_conv *cv, const char *wname, const char *bname, const char *bnprefix, float bn_eps,
+                 int cin, int cout, int k, int stride, int pad, int depthwise, nn_act act)
+{
+    memset(cv, 0, sizeof *cv);
+    cv->cin = cin;
+    cv->cout = cout;
+    cv->k = k;
+    cv->stride = stride;
+    cv->pad = pad;
+    cv->depthwise = depthwise;
+    cv->act = act;
+    MC_ASSERT(!depthwise || cin == cout);
+    int wd[4] = {cout, depthwise ? 1 : cin, k, k};
+    const float *w = nn_load(L, 4, wd, "%s", wname);
+    const float *b = NULL, *g = NULL, *beta = NULL, *mean = NULL, *var = NULL;
+    int cd[1] = {cout};
+    if (bname) b = nn_load(L, 1, cd, "%s", bname);
+    if (bnprefix) {
+        g = nn_load(L, 1, cd, "%s.weight", bnprefix);
+        beta = nn_load(L, 1, cd, "%s.bias", bnprefix);
+        mean = nn_load(L, 1, cd, "%s.running_mean", bnprefix);
+        var = nn_load(L, 1, cd, "%s.running_var", bnprefix);
+    }
+    if (L->failed) return -1;
+    if (bnprefix) {
+        for (int o = 0; o < cout; o++) {
+            if (!(var[o] + bn_eps > 0.0f)) {
+                L->failed = 1;
+                return mc_fail(L->err, "%s: key '%s%s.running_var' is negative at channel %d", L->wf->path,
+                               L->prefix, bnprefix, o);
+            }
+        }
+    }
+    size_t kk = (size_t)k * k;
+    cv->w = mc_malloc_aligned(sizeof(float) * (size_t)cout * kk * (depthwise ? 1 : (size_t)cin));
+    cv->b = mc_malloc_aligned(sizeof(float) * (size_t)cout);
+    for (int o = 0; o < cout; o++) {
+        /* fold in double: scale = gamma / sqrt(var + eps), bias = (b - mean) * scale + beta */
+        double scale = 1.0, shift = b ? b[o] : 0.0;
+        if (bnprefix) {
+            scale = (double)g[o] / sqrt((double)var[o] + (double)bn_eps);
+            shift = (shift - (double)mean[o]) * scale + (double)beta[o];
+        }
+        cv->b[o] = (float)shift;
+        if (depthwise) {
+            for (size_t t = 0; t < kk; t++) cv->w[t * cout + o] = (float)(w[(size_t)o * kk + t] * scale);
+        } else {
+            for (int i = 0; i < cin; i++)
+                for (size_t t = 0; t < kk; t++)
+                    cv->w[((size_t)o * kk + t) * cin + i] = (float)(w[((size_t)o * cin + i) * kk + t] * scale);
+        }
+    }
+    return 0;
+}
+
+void nn_conv_free(nn_conv *cv)
+{
+    free(cv->w);
+    free(cv->b);
+    cv->w = cv->b = NULL;
+}
+
+/* Rows per GEMM call: enough that sgemm's packing of the weights is amortised, few enough that the
+ * im2col block (rows x K floats) stays near L2. */
+static long conv_tile_rows(long K, long P)
+{
+    long t = (512L * 1024 / 4) / (K > 0 ? K : 1);
+    if (t < 192) t = 192;
+    if (t > P) t = P;
+    return t;
+}
+
+nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_tensor *res)
+{
+    MC_ASSERT(x.c == cv->cin);
+    int oh = nn_conv_out(x.h, cv->k, cv->stride, cv->pad);
+    int ow = nn_conv_out(x.w, cv->k, cv->stride, cv->pad);
+    nn_tensor y = nn_tensor_new(ctx, x.n, oh, ow, cv->cout);
+    if (res) MC_ASSERT(ctx->measure || (res->n == y.n && res->h == y.h && res->w == y.w && res->c == y.c));
+    if (ctx->measure) ctx->macs += (double)nn_tensor_pixels(y) * cv->cout * cv->k * cv->k * (cv->depthwise ? 1 : cv->cin);
+    if (cv->depthwise) {
+        MC_ASSERT(!res);
+        if (!ctx->measure)
+            for (int i = 0; i < x.n; i++)
+                nn_dwconv(x.d + (size_t)i * x.h * x.w * x.c, x.h, x.w, x.c, cv->w, cv->b, cv->k, cv->k, cv->stride,
+                          cv->pad, y.h, y.w, cv->act, y.d + (size_t)i * y.h * y.w * y.c, NULL);
+        return y;
+    }
+    const long P = nn_tensor_pixels(y);
+    const int K = cv->k * cv->k * cv->cin, N = cv->cout;
+    const int direct = cv->k == 1 && cv->stride == 1 && cv->pad == 0;
+    const long T = conv_tile_rows(K, P);
+    float *col = direct ? NULL : nn_ctx_alloc(ctx, (size_t)T * K);
+    if (!ctx->measure) {
+        for (long p0 = 0; p0 < P; p0 += T) {
+            long rows = P - p0 < T ? P - p0 : T;
+            const float *A = x.d + (size_t)p0 * K;
+            if (!direct) {
+                nn_im2col(x.d, x.h, x.w, x.c, cv->k, cv->k, cv->stride, cv->pad, y.h, y.w, p0, p0 + rows, col);
+                A = col;
+            }
+            float *C = y.d + (size_t)p0 * N;
+            nn_gemm((int)rows, N, K, A, K, cv->w, K, 0.0f, C, N);
+            nn_epilogue(C, (int)rows, N, N, cv->b, res ? res->d + (size_t)p0 * N : NULL, N, cv->act);
+        }
+    }
+    nn_ctx_release(ctx, col);
+    return y;
+}

@@ -1,0 +1,19 @@
+/* pipeline/cli.h: the morphcat subcommands. Each returns the process exit status:
+ * 0 success, 1 a whole-run failure (bad arguments, unreadable model, unwritable output),
+ * 3 the run finished but some inputs were bad (reported one line each; their rows are NaN). */
+#ifndef PIPELINE_CLI_H
+#define PIPELINE_CLI_H
+
+#define MC_EXIT_OK 0
+#define MC_EXIT_FAIL 1
+#define MC_EXIT_USAGE 2
+#define MC_EXIT_PARTIAL 3
+
+int cmd_forward(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_weights(int argc, char **argv);
+
+/* True when argv holds -h or --help. */
+int cli_wants_help(int argc, char **argv);
+
+#endif

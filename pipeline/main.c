@@ -1,0 +1,52 @@
+/* pipeline/main.c: the `morphcat` command line: dispatches to one subcommand per file (pipeline/cmd_*.c).
+ * Holds no logic of its own beyond choosing the command and printing the overview. */
+#include "mc.h"
+#include "pipeline/cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} mc_command;
+
+static const mc_command commands[] = {
+    {"forward", cmd_forward, "run an encoder on a .npy batch (N,C,H,W float32) and write embeddings or head outputs"},
+    {"info", cmd_info, "describe a model: architecture, parameters, channels, embedding and head sizes, sha256"},
+    {"weights", cmd_weights, "list the tensors of a weight file (torch .bin/.ckpt or .safetensors)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "morphcat %s: Zoobot morphology and embeddings for survey cutouts, in C\n\n", MC_VERSION);
+    fprintf(f, "usage: morphcat COMMAND [options]   (morphcat COMMAND --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("morphcat %s\n", MC_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "morphcat: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

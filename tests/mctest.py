@@ -1,0 +1,68 @@
+"""tests/mctest.py: shared helpers for morphcat's Python tests (run by tests/run.sh with Debian's python3).
+
+A test exits 0 to pass, 77 to skip (its last printed line says why) and anything else to fail.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.environ.get("MC_ROOT") or os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+MORPHCAT = os.environ.get("MORPHCAT") or os.path.join(ROOT, "morphcat")
+SHARED = os.environ.get("MC_SHARED") or os.path.join(ROOT, "..", "shared")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+
+def skip(reason):
+    print("skipped: " + reason)
+    sys.exit(77)
+
+
+def shared_path(*parts):
+    """A path under ../shared, or skip the test (saying so) when ../shared is absent."""
+    p = os.path.join(SHARED, *parts)
+    if not os.path.exists(p):
+        skip("%s is absent (../shared is not beside this clone)" % p)
+    return p
+
+
+def run(args, check=True, **kw):
+    """Run morphcat with args; returns CompletedProcess with text stdout/stderr."""
+    cp = subprocess.run([MORPHCAT] + list(args), capture_output=True, text=True, **kw)
+    if check and cp.returncode != 0:
+        print("command failed:", " ".join([MORPHCAT] + list(args)))
+        print(cp.stdout)
+        print(cp.stderr)
+        raise SystemExit(1)
+    return cp
+
+
+def rel_max_err(ours, ref):
+    import numpy as np
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="mctest-")
+
+
+class Checks:
+    """Collects named checks so one test reports every failure, then exits nonzero if any failed."""
+
+    def __init__(self):
+        self.failed = 0
+        self.n = 0
+
+    def check(self, ok, what):
+        self.n += 1
+        print(("ok   " if ok else "FAIL ") + what)
+        if not ok:
+            self.failed += 1
+        return ok
+
+    def finish(self):
+        print("%d checks, %d failed" % (self.n, self.failed))
+        sys.exit(1 if self.failed else 0)

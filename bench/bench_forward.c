@@ -22,6 +22,13 @@ static const char *arg_str(int argc, char **argv, const char *name)
     return NULL;
 }
 
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 static long peak_rss_kb(void)
 {
     struct rusage ru;
@@ -92,7 +99,7 @@ int main(int argc, char **argv)
     float *x = mc_malloc_aligned(sizeof(float) * nin), *e = mc_malloc(sizeof(float) * (size_t)batch * mi->embed_dim);
     fill(x, nin);
     nn_forward(p, x, batch, e, NULL); /* warm-up: page in the arena and the weights */
-    double t0 = mc_now(), t;
+    double t0 = mc_now(), c0 = cpu_seconds(), t;
     long images = 0;
     int reps = 0;
     do {
@@ -101,10 +108,10 @@ int main(int argc, char **argv)
         reps++;
         t = mc_now() - t0;
     } while (t < seconds || reps < 3);
-    double ips = images / t;
+    double ips = images / t, ips_cpu = images / (cpu_seconds() - c0);
     printf("{\"impl\":\"morphcat\",\"model\":\"%s\",\"batch\":%d,\"size\":%d,\"images_per_s\":%.3f,"
-           "\"gflops\":%.1f,\"gmac_per_image\":%.3f,\"arena_mb\":%.1f,\"peak_rss_mb\":%.1f,\"blas\":\"%s\"}\n",
-           label ? label : mi->arch, batch, size, ips, ips * 2.0 * nn_plan_macs(p) / batch / 1e9,
+           "\"images_per_cpu_s\":%.3f,\"gflops\":%.1f,\"gmac_per_image\":%.3f,\"arena_mb\":%.1f,\"peak_rss_mb\":%.1f,\"blas\":\"%s\"}\n",
+           label ? label : mi->arch, batch, size, ips, ips_cpu, ips * 2.0 * nn_plan_macs(p) / batch / 1e9,
            nn_plan_macs(p) / batch / 1e9, nn_plan_bytes(p) / 1048576.0, peak_rss_kb() / 1024.0, nn_blas_describe());
     free(x);
     free(e);

@@ -168,8 +168,11 @@ static void *cnx_build(nn_loader *L, const char *arch, int in_chans)
  * stays in L2 between the two GEMMs. */
 static long cnx_tile_rows(int hid, long P)
 {
-    long t = (256L * 1024 / 4) / hid;
-    if (t < 64) t = 64;
+    static long kb = -1, mn = -1;
+    if (kb < 0) kb = getenv("MC_CNX_KB") ? atol(getenv("MC_CNX_KB")) : 256;
+    if (mn < 0) mn = getenv("MC_CNX_MIN") ? atol(getenv("MC_CNX_MIN")) : 512;
+    long t = (kb * 1024 / 4) / hid;
+    if (t < mn) t = mn;
     return t > P ? P : t;
 }
 
@@ -186,10 +189,8 @@ static void cnx_block_forward(nn_ctx *ctx, const cnx_block *blk, nn_tensor x)
             int rows = (int)(P - p0 < T ? P - p0 : T);
             float *tr = t.d + (size_t)p0 * c, *xr = x.d + (size_t)p0 * c;
             nn_layernorm(tr, rows, c, CNX_EPS, NULL, NULL);
-            nn_gemm(rows, hid, c, tr, c, blk->w1, c, 0.0f, h, hid);
-            nn_epilogue(h, rows, hid, hid, blk->b1, NULL, 0, NN_ACT_GELU);
-            nn_gemm(rows, c, hid, h, hid, blk->w2, hid, 1.0f, xr, c);
-            nn_epilogue(xr, rows, c, c, blk->b2, NULL, 0, NN_ACT_NONE);
+            nn_gemm_fused(rows, hid, c, tr, c, blk->w1, c, blk->b1, NULL, 0, 0, NN_ACT_GELU, h, hid);
+            nn_gemm_fused(rows, c, hid, h, hid, blk->w2, hid, blk->b2, NULL, 0, 1, NN_ACT_NONE, xr, c);
         }
     }
     nn_ctx_release(ctx, h);

@@ -162,10 +162,10 @@ static nn_tensor eff_block_forward(nn_ctx *ctx, const eff_block *b, nn_tensor x)
             for (int c = 0; c < b->mid; c++) csum[c] /= (float)hw;
         }
         /* squeeze-excite on the whole batch at once: two small GEMMs */
-        nn_gemm(h.n, b->rd, b->mid, se_in, b->mid, b->se_rw, b->mid, 0.0f, se_mid, b->rd);
-        nn_epilogue(se_mid, h.n, b->rd, b->rd, b->se_rb, NULL, 0, NN_ACT_SILU);
-        nn_gemm(h.n, b->mid, b->rd, se_mid, b->rd, b->se_ew, b->rd, 0.0f, gate, b->mid);
-        nn_epilogue(gate, h.n, b->mid, b->mid, b->se_eb, NULL, 0, NN_ACT_SIGMOID);
+        nn_gemm_fused(h.n, b->rd, b->mid, se_in, b->mid, b->se_rw, b->mid, b->se_rb, NULL, 0, 0, NN_ACT_SILU, se_mid,
+                      b->rd);
+        nn_gemm_fused(h.n, b->mid, b->rd, se_mid, b->rd, b->se_ew, b->rd, b->se_eb, NULL, 0, 0, NN_ACT_SIGMOID, gate,
+                      b->mid);
         for (int i = 0; i < h.n; i++)
             nn_scale_channels(d.d + (size_t)i * hw * b->mid, hw, b->mid, gate + (size_t)i * b->mid);
     }

@@ -10,12 +10,6 @@
 
 #include "mc.h"
 
-void nn_gemm(int M, int N, int K, const float *A, int lda, const float *W, int ldw, float beta, float *C, int ldc)
-{
-    if (M <= 0 || N <= 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, ldw, beta, C, ldc);
-}
-
 /* e^x for float: round x/ln2 to n with the 1.5*2^23 trick, reduce with a two-part ln2, Taylor degree 6 on
  * |r| <= ln2/2 (truncation error < 1.2e-7 relative), scale by 2^n through the exponent bits. Branch-free so
  * loops calling it vectorise. Inputs are clamped to the range where e^x is a normal float. */
@@ -102,21 +96,31 @@ void nn_act_apply(float *x, size_t n, nn_act act)
     }
 }
 
-void nn_epilogue(float *C, int rows, int n, int ldc, const float *bias, const float *res, int ldr, nn_act act)
+void nn_gemm_fused(int M, int N, int K, const float *A, int lda, const float *W, int ldw, const float *bias,
+                   const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc)
 {
-    for (int i = 0; i < rows; i++) {
+    if (M <= 0 || N <= 0) return;
+    for (int i = 0; i < M; i++) {
         float *c = C + (size_t)i * ldc;
-        if (bias && res) {
-            const float *r = res + (size_t)i * ldr;
-            for (int j = 0; j < n; j++) c[j] += bias[j] + r[j];
+        const float *r = res ? res + (size_t)i * ldr : NULL;
+        if (accumulate) {
+            if (bias)
+                for (int j = 0; j < N; j++) c[j] += bias[j];
+            if (r)
+                for (int j = 0; j < N; j++) c[j] += r[j];
+        } else if (bias && r) {
+            for (int j = 0; j < N; j++) c[j] = bias[j] + r[j];
         } else if (bias) {
-            for (int j = 0; j < n; j++) c[j] += bias[j];
-        } else if (res) {
-            const float *r = res + (size_t)i * ldr;
-            for (int j = 0; j < n; j++) c[j] += r[j];
+            memcpy(c, bias, sizeof(float) * (size_t)N);
+        } else if (r) {
+            memcpy(c, r, sizeof(float) * (size_t)N);
+        } else {
+            memset(c, 0, sizeof(float) * (size_t)N);
         }
-        nn_act_apply(c, (size_t)n, act);
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
+    if (act != NN_ACT_NONE)
+        for (int i = 0; i < M; i++) nn_act_apply(C + (size_t)i * ldc, (size_t)N, act);
 }
 
 void nn_im2col(const float *x, int h, int w, int c, int kh, int kw, int stride, int pad, int oh, int ow,
@@ -150,29 +154,95 @@ void nn_im2col(const float *x, int h, int w, int c, int kh, int kw, int stride, 
     }
 }
 
+/* 16 floats as one value: GCC lowers it to one AVX-512 register, two AVX2 ones, or four SSE ones.
+ * aligned(4) so loads and stores at any channel offset are legal. */
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+
+static inline v16f v16_load(const float *p)
+{
+    return *(const v16f *)p;
+}
+
+/* One output pixel at any position: taps clipped to the image (borders). */
+static void dw_pixel(const float *x, int w, int c, const float *k, const float *b, int kw, int iy0, int ix0, int ky_lo,
+                     int ky_hi, int kx_lo, int kx_hi, float *acc)
+{
+    memcpy(acc, b, sizeof(float) * (size_t)c);
+    for (int ky = ky_lo; ky < ky_hi; ky++)
+        for (int kx = kx_lo; kx < kx_hi; kx++) {
+            const float *xp = x + ((size_t)(iy0 + ky) * w + (ix0 + kx)) * c;
+            const float *kp = k + ((size_t)ky * kw + kx) * c;
+            for (int ci = 0; ci < c; ci++) acc[ci] += xp[ci] * kp[ci];
+        }
+}
+
+/* Four horizontally adjacent output pixels whose windows lie inside the image columns: each weight vector
+ * is loaded once for four FMAs and the accumulators stay in registers across all taps. */
+static void dw_quad(const float *x, int w, int c, const float *k, const float *b, int kw, int stride, int iy0,
+                    int ix0, int ky_lo, int ky_hi, float *y)
+{
+    const size_t sx = (size_t)stride * c;
+    int cb = 0;
+    for (; cb + 16 <= c; cb += 16) {
+        v16f a0 = v16_load(b + cb), a1 = a0, a2 = a0, a3 = a0;
+        for (int ky = ky_lo; ky < ky_hi; ky++) {
+            const float *xr = x + ((size_t)(iy0 + ky) * w + ix0) * c + cb;
+            const float *kr = k + (size_t)ky * kw * c + cb;
+            for (int kx = 0; kx < kw; kx++) {
+                v16f wv = v16_load(kr + (size_t)kx * c);
+                const float *xp = xr + (size_t)kx * c;
+                a0 += v16_load(xp) * wv;
+                a1 += v16_load(xp + sx) * wv;
+                a2 += v16_load(xp + 2 * sx) * wv;
+                a3 += v16_load(xp + 3 * sx) * wv;
+            }
+        }
+        *(v16f *)(y + cb) = a0;
+        *(v16f *)(y + c + cb) = a1;
+        *(v16f *)(y + 2 * (size_t)c + cb) = a2;
+        *(v16f *)(y + 3 * (size_t)c + cb) = a3;
+    }
+    for (int j = 0; j < 4 && cb < c; j++) /* channels past the last multiple of 16 */
+        for (int ci = cb; ci < c; ci++) {
+            float acc = b[ci];
+            for (int ky = ky_lo; ky < ky_hi; ky++)
+                for (int kx = 0; kx < kw; kx++)
+                    acc += x[((size_t)(iy0 + ky) * w + ix0 + j * stride + kx) * c + ci] * k[((size_t)ky * kw + kx) * c + ci];
+            y[(size_t)j * c + ci] = acc;
+        }
+}
+
 void nn_dwconv(const float *x, int h, int w, int c, const float *k, const float *b, int kh, int kw, int stride,
                int pad, int oh, int ow, nn_act act, float *y, float *csum)
 {
     if (csum) memset(csum, 0, sizeof(float) * (size_t)c);
+    /* output columns whose window is inside the image horizontally: ox*stride - pad >= 0 and
+     * ox*stride - pad + kw <= w */
+    int ox_in_lo = (pad + stride - 1) / stride;
+    int ox_in_hi = w - kw + pad >= 0 ? (w - kw + pad) / stride + 1 : 0;
+    if (ox_in_hi > ow) ox_in_hi = ow;
+    if (ox_in_lo > ox_in_hi) ox_in_lo = ox_in_hi;
     for (int oy = 0; oy < oh; oy++) {
         int iy0 = oy * stride - pad;
         int ky_lo = iy0 < 0 ? -iy0 : 0, ky_hi = iy0 + kh > h ? h - iy0 : kh;
-        for (int ox = 0; ox < ow; ox++) {
-            int ix0 = ox * stride - pad;
-            int kx_lo = ix0 < 0 ? -ix0 : 0, kx_hi = ix0 + kw > w ? w - ix0 : kw;
-            float *acc = y + ((size_t)oy * ow + ox) * c;
-            memcpy(acc, b, sizeof(float) * (size_t)c);
-            for (int ky = ky_lo; ky < ky_hi; ky++) {
-                for (int kx = kx_lo; kx < kx_hi; kx++) {
-                    const float *xp = x + ((size_t)(iy0 + ky) * w + (ix0 + kx)) * c;
-                    const float *kp = k + ((size_t)ky * kw + kx) * c;
-                    for (int ci = 0; ci < c; ci++) acc[ci] += xp[ci] * kp[ci];
-                }
+        float *yrow = y + (size_t)oy * ow * c;
+        int ox = 0;
+        while (ox < ow) {
+            if (ox >= ox_in_lo && ox + 4 <= ox_in_hi) {
+                dw_quad(x, w, c, k, b, kw, stride, iy0, ox * stride - pad, ky_lo, ky_hi, yrow + (size_t)ox * c);
+                ox += 4;
+            } else {
+                int ix0 = ox * stride - pad;
+                int kx_lo = ix0 < 0 ? -ix0 : 0, kx_hi = ix0 + kw > w ? w - ix0 : kw;
+                dw_pixel(x, w, c, k, b, kw, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi, yrow + (size_t)ox * c);
+                ox += 1;
             }
-            nn_act_apply(acc, (size_t)c, act);
-            if (csum)
-                for (int ci = 0; ci < c; ci++) csum[ci] += acc[ci];
         }
+        /* activation and squeeze-excite sums on the row just written, while it is in L1/L2 */
+        nn_act_apply(yrow, (size_t)ow * c, act);
+        if (csum)
+            for (int o = 0; o < ow; o++)
+                for (int ci = 0; ci < c; ci++) csum[ci] += yrow[(size_t)o * c + ci];
     }
 }
 

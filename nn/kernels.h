@@ -14,11 +14,11 @@ typedef enum {
     NN_ACT_SIGMOID,
 } nn_act;
 
-/* C[M,N] (ldc) = A[M,K] (lda) * W[N,K]^T (ldw) + beta*C: single-threaded sgemm, W in PyTorch's [out][in]. */
-void nn_gemm(int M, int N, int K, const float *A, int lda, const float *W, int ldw, float beta, float *C, int ldc);
-
-/* rows x n block at C (ldc): C = act(C + bias[j] + res[i*ldr + j]); bias and res may be NULL. */
-void nn_epilogue(float *C, int rows, int n, int ldc, const float *bias, const float *res, int ldr, nn_act act);
+/* C[M,N] = act(A W^T + bias + res), or with accumulate C = act(C + A W^T + bias). Bias and residual are
+ * written into C before a beta=1 sgemm, so sgemm never zeroes C and only the activation reads C again.
+ * bias, res may be NULL. */
+void nn_gemm_fused(int M, int N, int K, const float *A, int lda, const float *W, int ldw, const float *bias,
+                   const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc);
 
 /* In-place activation on n contiguous values. */
 void nn_act_apply(float *x, size_t n, nn_act act);

@@ -7,6 +7,7 @@
 
 int nn_conv_out(int in, int k, int stride, int pad)
 {
+    if (in + 2 * pad < k) return 0; /* the window does not fit: an empty output (C division truncates) */
     return (in + 2 * pad - k) / stride + 1;
 }
 
@@ -72,14 +73,21 @@ void nn_conv_free(nn_conv *cv)
     cv->w = cv->b = NULL;
 }
 
-/* Rows per GEMM call: enough that sgemm's packing of the weights is amortised, few enough that the
- * im2col block (rows x K floats) stays near L2. */
-static long conv_tile_rows(long K, long P)
+/* Rows per GEMM call: enough that sgemm's repacking of the weights for every call is amortised, few
+ * enough that the im2col block (rows x K) and the output block (rows x N) stay near L2 while the
+ * activation runs over them. */
+static long conv_tile_rows(long K, long N, long P)
 {
-    long t = (512L * 1024 / 4) / (K > 0 ? K : 1);
-    if (t < 192) t = 192;
-    if (t > P) t = P;
-    return t;
+    static long ka = -1, kc = -1, mn = -1;
+    if (ka < 0) {
+        ka = getenv("MC_TILE_A") ? atol(getenv("MC_TILE_A")) : 512;
+        kc = getenv("MC_TILE_C") ? atol(getenv("MC_TILE_C")) : 256;
+        mn = getenv("MC_TILE_MIN") ? atol(getenv("MC_TILE_MIN")) : 128;
+    }
+    long ta = ka * 256 / K, tc = kc * 256 / N;
+    long t = ta < tc ? ta : tc;
+    if (t < mn) t = mn;
+    return t > P ? P : t;
 }
 
 nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_tensor *res)
@@ -101,7 +109,7 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
     const long P = nn_tensor_pixels(y);
     const int K = cv->k * cv->k * cv->cin, N = cv->cout;
     const int direct = cv->k == 1 && cv->stride == 1 && cv->pad == 0;
-    const long T = conv_tile_rows(K, P);
+    const long T = conv_tile_rows(K, N, P);
     float *col = direct ? NULL : nn_ctx_alloc(ctx, (size_t)T * K);
     if (!ctx->measure) {
         for (long p0 = 0; p0 < P; p0 += T) {
@@ -112,8 +120,8 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
                 A = col;
             }
             float *C = y.d + (size_t)p0 * N;
-            nn_gemm((int)rows, N, K, A, K, cv->w, K, 0.0f, C, N);
-            nn_epilogue(C, (int)rows, N, N, cv->b, res ? res->d + (size_t)p0 * N : NULL, N, cv->act);
+            nn_gemm_fused((int)rows, N, K, A, K, cv->w, K, cv->b, res ? res->d + (size_t)p0 * N : NULL, N, 0, cv->act,
+                          C, N);
         }
     }
     nn_ctx_release(ctx, col);

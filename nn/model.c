@@ -312,8 +312,7 @@ static void run(nn_ctx *ctx, const nn_model *m, const float *x, int n, int H, in
         MC_ASSERT(e.n == n && e.c == D);
         if (embed) memcpy(embed, e.d, sizeof(float) * (size_t)n * D);
         if (logits) {
-            nn_gemm(n, K, D, e.d, D, m->head_w, D, 0.0f, logits, K);
-            nn_epilogue(logits, n, K, K, m->head_b, NULL, 0, NN_ACT_NONE);
+            nn_gemm_fused(n, K, D, e.d, D, m->head_w, D, m->head_b, NULL, 0, 0, NN_ACT_NONE, logits, K);
             for (int i = 0; i < n; i++) {
                 float *r = logits + (size_t)i * K;
                 if (m->info.head_kind == NN_HEAD_DIRICHLET) {

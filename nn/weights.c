@@ -224,6 +224,13 @@ int wt_check_unique_names(const nn_wfile *wf, char *err)
     return rc;
 }
 
+static uint64_t wt_le64(const uint8_t *b)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)b[i] << (8 * i);
+    return v;
+}
+
 /* A pickle at the very start (PROTO opcode) is what torch.save wrote before 1.6: a bare pickle followed by
  * raw storages, with no archive around it. */
 static int wt_is_legacy_torch(const uint8_t *h, size_t n)
@@ -266,7 +273,9 @@ int nn_wfile_open(const char *path, nn_wfile **out, char *err)
                      "%s: legacy (pre-1.6, non-zip) torch serialization, which morphcat does not read; "
                      "re-save it with torch >= 1.6: torch.save(torch.load(f), f)",
                      path);
-    } else if (got >= 9 && h[8] == '{') {
+    } else if (got >= 9 && (h[8] == '{' || wt_le64(h) <= (uint64_t)st.st_size - 8)) {
+        /* a JSON object, or at least a header length that fits the file: safetensors, whose reader then says
+         * precisely what is wrong */
         wf->kind = NN_WKIND_SAFETENSORS;
         rc = wt_safetensors_open(wf, err);
     } else if (got == 0) {

@@ -402,11 +402,11 @@ static pk_value *pk_call(pk_vm *vm, pk_value *callee, pk_value *args)
 {
     if (callee->type == PK_OBJ) return pk_new_obj(vm, callee, args);
     if (callee->type != PK_GLOBAL) {
-        pk_fail(vm, "cannot call a %s value", wt_pickle_type_name(callee));
+        pk_fail(vm, "cannot call a value of type %s", wt_pickle_type_name(callee));
         return NULL;
     }
     if (args->type != PK_TUPLE) {
-        pk_fail(vm, "arguments of %s.%s are a %s, not a tuple", callee->u.glob.module, callee->u.glob.name,
+        pk_fail(vm, "arguments of %s.%s are of type %s, not a tuple", callee->u.glob.module, callee->u.glob.name,
                 wt_pickle_type_name(args));
         return NULL;
     }
@@ -479,7 +479,7 @@ static pk_value *pk_call(pk_vm *vm, pk_value *callee, pk_value *args)
 static pk_value *pk_persistent_load(pk_vm *vm, pk_value *pid)
 {
     if (pid->type != PK_TUPLE || pid->u.seq.n != 5) {
-        pk_fail(vm, "persistent id is a %s, not torch's 5-tuple ('storage', type, key, location, numel)",
+        pk_fail(vm, "persistent id is of type %s, not torch's 5-tuple ('storage', type, key, location, numel)",
                 wt_pickle_type_name(pid));
         return NULL;
     }
@@ -489,7 +489,7 @@ static pk_value *pk_persistent_load(pk_vm *vm, pk_value *pid)
         return NULL;
     }
     if (f[1]->type != PK_GLOBAL) {
-        pk_fail(vm, "storage type in a persistent id is a %s, not a class", wt_pickle_type_name(f[1]));
+        pk_fail(vm, "storage type in a persistent id is of type %s, not a class", wt_pickle_type_name(f[1]));
         return NULL;
     }
     if (f[2]->type != PK_STR || f[2]->u.str.n == 0 || strlen(f[2]->u.str.s) != f[2]->u.str.n) {
@@ -867,7 +867,7 @@ static int pk_op_setitems(pk_vm *vm, pk_value *const *items, size_t n)
     if (!d) return -1;
     if (d->type == PK_OBJ) d = pk_obj_part(vm, d, 1);
     if (!d) return pk_oom(vm);
-    if (d->type != PK_DICT) return pk_fail(vm, "SETITEM(S) on a %s, not a dict", wt_pickle_type_name(d));
+    if (d->type != PK_DICT) return pk_fail(vm, "SETITEM(S) on a value of type %s, not a dict", wt_pickle_type_name(d));
     return pk_dict_extend(vm, d, items, n);
 }
 
@@ -879,7 +879,7 @@ static int pk_op_appends(pk_vm *vm, pk_value *const *items, size_t n, int set_on
         /* list or set subclass of a class we do not build: keep the items with the object */
         if (!(l = pk_obj_part(vm, l, 0))) return pk_oom(vm);
     } else if (set_only ? l->type != PK_SET : l->type != PK_LIST) {
-        return pk_fail(vm, "%s on a %s", set_only ? "ADDITEMS" : "APPEND(S)", wt_pickle_type_name(l));
+        return pk_fail(vm, "%s on a value of type %s", set_only ? "ADDITEMS" : "APPEND(S)", wt_pickle_type_name(l));
     }
     return pk_seq_extend(vm, l, items, n);
 }
@@ -1078,7 +1078,7 @@ static int pk_step(pk_vm *vm, int *done)
         /* OrderedDict's _metadata, an object's __dict__: recorded, never applied */
         if (a->type == PK_DICT) a->u.dict.state = b;
         else if (a->type == PK_OBJ) a->u.obj.state = b;
-        else if (a->type != PK_TENSOR) return pk_fail(vm, "BUILD on a %s", wt_pickle_type_name(a));
+        else if (a->type != PK_TENSOR) return pk_fail(vm, "BUILD on a value of type %s", wt_pickle_type_name(a));
         return 0;
     case OP_PERSID:
         if (!(line = pk_read_line(vm, &ln))) return -1;

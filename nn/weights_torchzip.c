@@ -142,9 +142,9 @@ static int tz_check_byteorder(tz_ctx *c)
 static const char *tz_describe(const pk_value *v, char *buf, size_t cap)
 {
     const pk_value *g = v->type == PK_GLOBAL ? v : v->type == PK_OBJ ? v->u.obj.root : NULL;
-    if (g) snprintf(buf, cap, "%s of %s.%s", v->type == PK_GLOBAL ? "a reference" : "an object", g->u.glob.module,
+    if (g) snprintf(buf, cap, "%s %s.%s", v->type == PK_GLOBAL ? "a reference to" : "an instance of", g->u.glob.module,
                     g->u.glob.name);
-    else snprintf(buf, cap, "a %s", wt_pickle_type_name(v));
+    else snprintf(buf, cap, "%s %s", strchr("aeiou", wt_pickle_type_name(v)[0]) ? "an" : "a", wt_pickle_type_name(v));
     return buf;
 }
 

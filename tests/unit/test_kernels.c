@@ -250,6 +250,8 @@ int main(void)
     test_conv(1, 14, 14, 40, 40, 7, 1, 3, 1); /* ConvNeXt depthwise 7x7 */
     test_conv(2, 15, 15, 24, 24, 5, 2, 2, 1); /* EfficientNet depthwise 5x5 stride 2 */
     test_conv(1, 8, 8, 17, 17, 3, 1, 1, 1);   /* odd channel count */
+    test_conv(2, 9, 37, 40, 40, 3, 1, 1, 1);  /* wide rows: 4-pixel register blocks plus a channel tail */
+    test_conv(1, 12, 29, 48, 48, 5, 2, 2, 1); /* strided 4-pixel blocks */
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

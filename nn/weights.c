@@ -9,9 +9,12 @@
 const char *nn_wkind_name(nn_wkind kind)
 {
     switch (kind) {
-    case NN_WKIND_TORCH_ZIP: return "torch-zip";
-    case NN_WKIND_SAFETENSORS: return "safetensors";
-    case NN_WKIND_LIGHTNING: return "lightning";
+    case NN_WKIND_TORCH_ZIP:
+        return "torch-zip";
+    case NN_WKIND_SAFETENSORS:
+        return "safetensors";
+    case NN_WKIND_LIGHTNING:
+        return "lightning";
     }
     return "?";
 }
@@ -20,16 +23,26 @@ const char *nn_wkind_name(nn_wkind kind)
 const char *nn_dtype_name(nn_dtype dt)
 {
     switch (dt) {
-    case NN_DT_F32: return "F32";
-    case NN_DT_F64: return "F64";
-    case NN_DT_F16: return "F16";
-    case NN_DT_BF16: return "BF16";
-    case NN_DT_I64: return "I64";
-    case NN_DT_I32: return "I32";
-    case NN_DT_I16: return "I16";
-    case NN_DT_I8: return "I8";
-    case NN_DT_U8: return "U8";
-    case NN_DT_BOOL: return "BOOL";
+    case NN_DT_F32:
+        return "F32";
+    case NN_DT_F64:
+        return "F64";
+    case NN_DT_F16:
+        return "F16";
+    case NN_DT_BF16:
+        return "BF16";
+    case NN_DT_I64:
+        return "I64";
+    case NN_DT_I32:
+        return "I32";
+    case NN_DT_I16:
+        return "I16";
+    case NN_DT_I8:
+        return "I8";
+    case NN_DT_U8:
+        return "U8";
+    case NN_DT_BOOL:
+        return "BOOL";
     }
     return "?";
 }
@@ -38,15 +51,19 @@ size_t wt_dtype_size(nn_dtype dt)
 {
     switch (dt) {
     case NN_DT_F64:
-    case NN_DT_I64: return 8;
+    case NN_DT_I64:
+        return 8;
     case NN_DT_F32:
-    case NN_DT_I32: return 4;
+    case NN_DT_I32:
+        return 4;
     case NN_DT_F16:
     case NN_DT_BF16:
-    case NN_DT_I16: return 2;
+    case NN_DT_I16:
+        return 2;
     case NN_DT_I8:
     case NN_DT_U8:
-    case NN_DT_BOOL: return 1;
+    case NN_DT_BOOL:
+        return 1;
     }
     MC_ASSERT(0 && "unknown dtype");
 }
@@ -115,7 +132,8 @@ static inline float wt_load_float(const uint8_t *p, nn_dtype dt)
         memcpy(&h, p, 2);
         return wt_bf16_to_f32(h);
     }
-    default: MC_ASSERT(0 && "wt_load_float on a non-float dtype");
+    default:
+        MC_ASSERT(0 && "wt_load_float on a non-float dtype");
     }
 }
 
@@ -147,7 +165,8 @@ void wt_gather(const uint8_t *src, nn_dtype dt, int64_t offset, int ndim, const 
     int64_t inner = shape[ndim - 1], istride = stride[ndim - 1];
     int64_t base = offset;
     for (;;) {
-        for (int64_t j = 0; j < inner; j++) *dst++ = wt_load_float(src + (size_t)(base + j * istride) * is, dt);
+        for (int64_t j = 0; j < inner; j++)
+            *dst++ = wt_load_float(src + (size_t)(base + j * istride) * is, dt);
         int d = ndim - 2;
         while (d >= 0) {
             idx[d]++;
@@ -204,7 +223,8 @@ static int wt_name_cmp(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
-/* Sorting instead of pairwise comparison keeps a crafted file with many tensors from taking quadratic time. */
+/* Sorting instead of pairwise comparison keeps a crafted file with many tensors from taking quadratic time.
+ */
 int wt_check_unique_names(const nn_wfile *wf, char *err)
 {
     if (wf->n < 2) return 0;

@@ -8,7 +8,8 @@
 #include "nn/weights.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "the weight readers copy little-endian file bytes straight into memory: a little-endian host is required"
+#error                                                                                                       \
+    "the weight readers copy little-endian file bytes straight into memory: a little-endian host is required"
 #endif
 
 /* ---- pickle values ------------------------------------------------------------------------------------- */
@@ -50,7 +51,7 @@ typedef enum {
     PK_G_FROZENSET,
     PK_G_LIST,
     PK_G_TUPLE,
-    PK_G_BYTES, /* _codecs.encode (protocol 2 bytes), builtins.bytearray */
+    PK_G_BYTES,       /* _codecs.encode (protocol 2 bytes), builtins.bytearray */
     PK_G_RECONSTRUCT, /* copyreg._reconstructor / __newobj__: opaque instance of its first argument */
     PK_G_REBUILD_TENSOR_V2,
     PK_G_REBUILD_TENSOR,
@@ -78,8 +79,8 @@ struct pk_value {
             size_t n, cap;
         } seq; /* PK_TUPLE, PK_LIST, PK_SET */
         struct {
-            pk_value **kv; /* kv[2i] key, kv[2i+1] value */
-            size_t n, cap; /* pairs */
+            pk_value **kv;   /* kv[2i] key, kv[2i+1] value */
+            size_t n, cap;   /* pairs */
             pk_value *state; /* BUILD state (OrderedDict's _metadata): kept only so walks see it */
         } dict;
         struct {
@@ -98,7 +99,7 @@ struct pk_value {
             int64_t numel;
         } storage;
         struct {
-            pk_gkind kind; /* one of the PK_G_REBUILD_* */
+            pk_gkind kind;  /* one of the PK_G_REBUILD_* */
             pk_value *args; /* PK_TUPLE */
         } tensor;
     } u;
@@ -112,13 +113,14 @@ typedef struct {
 /* Runs the pickle in buf[0..len) to its STOP. `what` names it in messages ("model.ckpt: data.pkl").
  * Never calls or imports anything: globals become classified references. Returns -1 with one line in err
  * naming the opcode byte and offset on malformed or unsupported input. */
-int wt_pickle_load(wt_arena *a, const uint8_t *buf, size_t len, const char *what, pk_value **root, pk_info *info,
-                   char *err);
+int wt_pickle_load(wt_arena *a, const uint8_t *buf, size_t len, const char *what, pk_value **root,
+                   pk_info *info, char *err);
 
 /* Finds the first PK_G_UNKNOWN global reachable from v (iteratively, cycle-safe); NULL if none. */
 const pk_value *wt_pickle_find_unknown(const pk_value *v, pk_info *info);
 
-/* Last value stored under the string key in a dict (Python keeps the last of duplicate keys); NULL if absent. */
+/* Last value stored under the string key in a dict (Python keeps the last of duplicate keys); NULL if absent.
+ */
 pk_value *wt_pickle_dict_get(const pk_value *dict, const char *key);
 
 const char *wt_pickle_type_name(const pk_value *v);
@@ -127,12 +129,12 @@ void wt_arena_init(wt_arena *a, size_t cap);
 void wt_arena_free(wt_arena *a);
 void *wt_arena_alloc(wt_arena *a, size_t n); /* NULL when the cap would be passed */
 
-/* ---- formats --------------------------------------------------------------------------------------------- */
+/* ---- formats ------------------------------------------------------------------------------------------- */
 
 int wt_torchzip_open(nn_wfile *wf, char *err);
 int wt_safetensors_open(nn_wfile *wf, char *err);
 
-/* ---- helpers (nn/weights.c) ------------------------------------------------------------------------------ */
+/* ---- helpers (nn/weights.c) ---------------------------------------------------------------------------- */
 
 size_t wt_dtype_size(nn_dtype dt);
 int wt_dtype_is_float(nn_dtype dt);

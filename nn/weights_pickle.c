@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <math.h>
 
-/* ---- arena ------------------------------------------------------------------------------------------------ */
+/* ---- arena --------------------------------------------------------------------------------------------- */
 
 struct wt_arena_chunk {
     wt_arena_chunk *next;
@@ -57,10 +57,10 @@ void *wt_arena_alloc(wt_arena *a, size_t n)
     return p;
 }
 
-/* ---- the machine ------------------------------------------------------------------------------------------ */
+/* ---- the machine --------------------------------------------------------------------------------------- */
 
-/* Memo indices of a real pickle count up from 0, one per PUT of at least two bytes, so an index far beyond the
- * pickle's length can only be an attack on memory. */
+/* Memo indices of a real pickle count up from 0, one per PUT of at least two bytes, so an index far beyond
+ * the pickle's length can only be an attack on memory. */
 #define PK_MEMO_HARD_CAP (1u << 26)
 
 typedef struct {
@@ -264,26 +264,40 @@ static pk_value *pk_obj_part(pk_vm *vm, pk_value *obj, int want_dict)
 const char *wt_pickle_type_name(const pk_value *v)
 {
     switch (v->type) {
-    case PK_NONE: return "None";
-    case PK_BOOL: return "bool";
+    case PK_NONE:
+        return "None";
+    case PK_BOOL:
+        return "bool";
     case PK_INT:
-    case PK_BIGINT: return "int";
-    case PK_FLOAT: return "float";
-    case PK_STR: return "str";
-    case PK_BYTES: return "bytes";
-    case PK_TUPLE: return "tuple";
-    case PK_LIST: return "list";
-    case PK_SET: return "set";
-    case PK_DICT: return "dict";
-    case PK_GLOBAL: return "global";
-    case PK_OBJ: return "object";
-    case PK_STORAGE: return "storage";
-    case PK_TENSOR: return "tensor";
+    case PK_BIGINT:
+        return "int";
+    case PK_FLOAT:
+        return "float";
+    case PK_STR:
+        return "str";
+    case PK_BYTES:
+        return "bytes";
+    case PK_TUPLE:
+        return "tuple";
+    case PK_LIST:
+        return "list";
+    case PK_SET:
+        return "set";
+    case PK_DICT:
+        return "dict";
+    case PK_GLOBAL:
+        return "global";
+    case PK_OBJ:
+        return "object";
+    case PK_STORAGE:
+        return "storage";
+    case PK_TENSOR:
+        return "tensor";
     }
     return "?";
 }
 
-/* ---- globals ---------------------------------------------------------------------------------------------- */
+/* ---- globals ------------------------------------------------------------------------------------------- */
 
 typedef struct {
     const char *module, *name;
@@ -348,8 +362,17 @@ static int pk_text_eq(const char *a, size_t an, const char *b)
     return strlen(b) == an && !memcmp(a, b, an);
 }
 
+/* Returns NULL with the error set for a name no Python import could resolve (these names go into messages,
+ * which must stay one line), NULL without it when out of memory. */
 static pk_value *pk_new_global(pk_vm *vm, const char *mod, size_t mn, const char *name, size_t nn)
 {
+    for (size_t i = 0; i < mn + nn; i++) {
+        unsigned char ch = (unsigned char)(i < mn ? mod[i] : name[i - mn]);
+        if (ch < 0x20 || ch == 0x7f) {
+            pk_fail(vm, "global name holds control characters");
+            return NULL;
+        }
+    }
     pk_value *g = pk_new(vm, PK_GLOBAL);
     if (!g) return NULL;
     pk_value *ms = pk_new_str(vm, PK_STR, mod, mn), *ns = pk_new_str(vm, PK_STR, name, nn);
@@ -406,8 +429,8 @@ static pk_value *pk_call(pk_vm *vm, pk_value *callee, pk_value *args)
         return NULL;
     }
     if (args->type != PK_TUPLE) {
-        pk_fail(vm, "arguments of %s.%s are of type %s, not a tuple", callee->u.glob.module, callee->u.glob.name,
-                wt_pickle_type_name(args));
+        pk_fail(vm, "arguments of %s.%s are of type %s, not a tuple", callee->u.glob.module,
+                callee->u.glob.name, wt_pickle_type_name(args));
         return NULL;
     }
     size_t na = args->u.seq.n;
@@ -438,7 +461,9 @@ static pk_value *pk_call(pk_vm *vm, pk_value *callee, pk_value *args)
     case PK_G_FROZENSET:
     case PK_G_LIST:
     case PK_G_TUPLE: {
-        pk_type t = callee->u.glob.kind == PK_G_LIST ? PK_LIST : callee->u.glob.kind == PK_G_TUPLE ? PK_TUPLE : PK_SET;
+        pk_type t = callee->u.glob.kind == PK_G_LIST    ? PK_LIST
+                    : callee->u.glob.kind == PK_G_TUPLE ? PK_TUPLE
+                                                        : PK_SET;
         if (na == 0) return pk_new_seq(vm, t, NULL, 0);
         if (na == 1 && pk_iterable(av[0], &items, &ni)) return pk_new_seq(vm, t, items, ni);
         return pk_new_obj(vm, callee, args);
@@ -469,7 +494,8 @@ static pk_value *pk_call(pk_vm *vm, pk_value *callee, pk_value *args)
     case PK_G_HARMLESS:
     case PK_G_TENSOR_TYPE:
     case PK_G_STORAGE:
-    case PK_G_STORAGE_UNSUPPORTED: return pk_new_obj(vm, callee, args);
+    case PK_G_STORAGE_UNSUPPORTED:
+        return pk_new_obj(vm, callee, args);
     }
     MC_ASSERT(0 && "unhandled global kind");
 }
@@ -479,7 +505,8 @@ static pk_value *pk_call(pk_vm *vm, pk_value *callee, pk_value *args)
 static pk_value *pk_persistent_load(pk_vm *vm, pk_value *pid)
 {
     if (pid->type != PK_TUPLE || pid->u.seq.n != 5) {
-        pk_fail(vm, "persistent id is of type %s, not torch's 5-tuple ('storage', type, key, location, numel)",
+        pk_fail(vm,
+                "persistent id is of type %s, not torch's 5-tuple ('storage', type, key, location, numel)",
                 wt_pickle_type_name(pid));
         return NULL;
     }
@@ -512,11 +539,12 @@ static pk_value *pk_persistent_load(pk_vm *vm, pk_value *pid)
     return s;
 }
 
-/* ---- memo ------------------------------------------------------------------------------------------------- */
+/* ---- memo ---------------------------------------------------------------------------------------------- */
 
 static int pk_memo_put(pk_vm *vm, uint64_t idx, pk_value *v)
 {
-    if (idx >= vm->memo_limit) return pk_fail(vm, "memo index %llu is implausibly large", (unsigned long long)idx);
+    if (idx >= vm->memo_limit)
+        return pk_fail(vm, "memo index %llu is implausibly large", (unsigned long long)idx);
     if (idx >= vm->memo_cap) {
         size_t nc = vm->memo_cap ? vm->memo_cap : 64;
         while (nc <= idx) nc *= 2;
@@ -536,7 +564,7 @@ static int pk_memo_get(pk_vm *vm, uint64_t idx)
     return pk_push(vm, vm->memo[idx]);
 }
 
-/* ---- numbers and text ------------------------------------------------------------------------------------- */
+/* ---- numbers and text ---------------------------------------------------------------------------------- */
 
 static pk_value *pk_new_int(pk_vm *vm, int64_t i)
 {
@@ -564,7 +592,8 @@ static pk_value *pk_new_long(pk_vm *vm, const uint8_t *b, size_t n)
     return pk_new_int(vm, s);
 }
 
-/* INT / LONG text: decimal, optional sign; LONG adds a trailing 'L'. Too large for int64: an opaque bigint. */
+/* INT / LONG text: decimal, optional sign; LONG adds a trailing 'L'. Too large for int64: an opaque bigint.
+ */
 static pk_value *pk_parse_int_text(pk_vm *vm, const char *s, size_t n, int is_long)
 {
     if (is_long && n > 0 && s[n - 1] == 'L') n--;
@@ -588,8 +617,10 @@ static pk_value *pk_parse_int_text(pk_vm *vm, const char *s, size_t n, int is_lo
             return NULL;
         }
         unsigned d = (unsigned)(s[i] - '0');
-        if (u > (UINT64_MAX - d) / 10) big = 1;
-        else u = u * 10 + d;
+        if (u > (UINT64_MAX - d) / 10)
+            big = 1;
+        else
+            u = u * 10 + d;
     }
     if (big || u > (uint64_t)INT64_MAX + (neg ? 1u : 0u)) return pk_new(vm, PK_BIGINT);
     int64_t v = neg ? (int64_t)(0 - u) : (int64_t)u;
@@ -694,7 +725,8 @@ static pk_value *pk_decode_raw_unicode(pk_vm *vm, const char *s, size_t n)
     for (size_t i = 0; i < n;) {
         uint32_t cp = (uint8_t)s[i];
         size_t digits = 0;
-        if (s[i] == '\\' && i + 1 < n && (s[i + 1] == 'u' || s[i + 1] == 'U')) digits = s[i + 1] == 'u' ? 4 : 8;
+        if (s[i] == '\\' && i + 1 < n && (s[i + 1] == 'u' || s[i + 1] == 'U'))
+            digits = s[i + 1] == 'u' ? 4 : 8;
         if (digits) {
             if (digits > n - i - 2) goto bad;
             cp = 0;
@@ -740,12 +772,24 @@ static pk_value *pk_decode_string_repr(pk_vm *vm, const char *s, size_t n)
         char c = s[i + 1];
         i += 2;
         switch (c) {
-        case 'n': tmp[o++] = '\n'; break;
-        case 't': tmp[o++] = '\t'; break;
-        case 'r': tmp[o++] = '\r'; break;
-        case '\\': tmp[o++] = '\\'; break;
-        case '\'': tmp[o++] = '\''; break;
-        case '"': tmp[o++] = '"'; break;
+        case 'n':
+            tmp[o++] = '\n';
+            break;
+        case 't':
+            tmp[o++] = '\t';
+            break;
+        case 'r':
+            tmp[o++] = '\r';
+            break;
+        case '\\':
+            tmp[o++] = '\\';
+            break;
+        case '\'':
+            tmp[o++] = '\'';
+            break;
+        case '"':
+            tmp[o++] = '"';
+            break;
         case 'x': {
             int h1 = i < n ? pk_hexval(s[i]) : -1, h2 = i + 1 < n ? pk_hexval(s[i + 1]) : -1;
             if (h1 < 0 || h2 < 0) {
@@ -760,7 +804,8 @@ static pk_value *pk_decode_string_repr(pk_vm *vm, const char *s, size_t n)
         default:
             if (c >= '0' && c <= '7') {
                 unsigned v = (unsigned)(c - '0');
-                for (int k = 0; k < 2 && i < n && s[i] >= '0' && s[i] <= '7'; k++) v = v * 8 + (unsigned)(s[i++] - '0');
+                for (int k = 0; k < 2 && i < n && s[i] >= '0' && s[i] <= '7'; k++)
+                    v = v * 8 + (unsigned)(s[i++] - '0');
                 tmp[o++] = (char)(v & 0xff);
             } else {
                 tmp[o++] = '\\';
@@ -774,7 +819,7 @@ static pk_value *pk_decode_string_repr(pk_vm *vm, const char *s, size_t n)
     return v;
 }
 
-/* ---- opcodes ---------------------------------------------------------------------------------------------- */
+/* ---- opcodes ------------------------------------------------------------------------------------------- */
 
 enum {
     OP_MARK = '(',
@@ -867,7 +912,8 @@ static int pk_op_setitems(pk_vm *vm, pk_value *const *items, size_t n)
     if (!d) return -1;
     if (d->type == PK_OBJ) d = pk_obj_part(vm, d, 1);
     if (!d) return pk_oom(vm);
-    if (d->type != PK_DICT) return pk_fail(vm, "SETITEM(S) on a value of type %s, not a dict", wt_pickle_type_name(d));
+    if (d->type != PK_DICT)
+        return pk_fail(vm, "SETITEM(S) on a value of type %s, not a dict", wt_pickle_type_name(d));
     return pk_dict_extend(vm, d, items, n);
 }
 
@@ -879,7 +925,8 @@ static int pk_op_appends(pk_vm *vm, pk_value *const *items, size_t n, int set_on
         /* list or set subclass of a class we do not build: keep the items with the object */
         if (!(l = pk_obj_part(vm, l, 0))) return pk_oom(vm);
     } else if (set_only ? l->type != PK_SET : l->type != PK_LIST) {
-        return pk_fail(vm, "%s on a value of type %s", set_only ? "ADDITEMS" : "APPEND(S)", wt_pickle_type_name(l));
+        return pk_fail(vm, "%s on a value of type %s", set_only ? "ADDITEMS" : "APPEND(S)",
+                       wt_pickle_type_name(l));
     }
     return pk_seq_extend(vm, l, items, n);
 }
@@ -888,7 +935,8 @@ static int pk_step(pk_vm *vm, int *done)
 {
     vm->op_pos = vm->pos;
     const uint8_t *opp = pk_read(vm, 1);
-    if (!opp) return mc_fail(vm->err, "%s: pickle ends without a STOP opcode (at byte %zu)", vm->what, vm->pos);
+    if (!opp)
+        return mc_fail(vm->err, "%s: pickle ends without a STOP opcode (at byte %zu)", vm->what, vm->pos);
     vm->op = *opp;
     uint64_t u;
     size_t first = 0, n = 0;
@@ -904,7 +952,8 @@ static int pk_step(pk_vm *vm, int *done)
     case OP_FRAME:
         /* a framing hint for buffered readers; the whole pickle is in memory already */
         if (pk_read_uint(vm, 8, &u)) return -1;
-        if (u > vm->len - vm->pos) return pk_fail(vm, "FRAME of %llu bytes runs past the end", (unsigned long long)u);
+        if (u > vm->len - vm->pos)
+            return pk_fail(vm, "FRAME of %llu bytes runs past the end", (unsigned long long)u);
         return 0;
     case OP_STOP:
         if (!(a = pk_pop(vm))) return -1;
@@ -925,14 +974,18 @@ static int pk_step(pk_vm *vm, int *done)
             return 0;
         }
         return pk_pop_mark(vm, &first, &n);
-    case OP_POP_MARK: return pk_pop_mark(vm, &first, &n);
+    case OP_POP_MARK:
+        return pk_pop_mark(vm, &first, &n);
     case OP_DUP:
         if (!(a = pk_top(vm))) return -1;
         return pk_push(vm, a);
 
-    case OP_NONE: return pk_push(vm, vm->none);
-    case OP_NEWTRUE: return pk_push(vm, vm->true_);
-    case OP_NEWFALSE: return pk_push(vm, vm->false_);
+    case OP_NONE:
+        return pk_push(vm, vm->none);
+    case OP_NEWTRUE:
+        return pk_push(vm, vm->true_);
+    case OP_NEWFALSE:
+        return pk_push(vm, vm->false_);
     case OP_BININT:
         if (pk_read_uint(vm, 4, &u)) return -1;
         return pk_push(vm, pk_new_int(vm, (int32_t)(uint32_t)u));
@@ -969,15 +1022,24 @@ static int pk_step(pk_vm *vm, int *done)
         return pk_push(vm, a);
     }
 
-    case OP_BINUNICODE: return pk_op_counted(vm, 4, PK_STR);
-    case OP_SHORT_BINUNICODE: return pk_op_counted(vm, 1, PK_STR);
-    case OP_BINUNICODE8: return pk_op_counted(vm, 8, PK_STR);
-    case OP_BINSTRING: return pk_op_counted(vm, 4, PK_BYTES);
-    case OP_SHORT_BINSTRING: return pk_op_counted(vm, 1, PK_BYTES);
-    case OP_BINBYTES: return pk_op_counted(vm, 4, PK_BYTES);
-    case OP_SHORT_BINBYTES: return pk_op_counted(vm, 1, PK_BYTES);
-    case OP_BINBYTES8: return pk_op_counted(vm, 8, PK_BYTES);
-    case OP_BYTEARRAY8: return pk_op_counted(vm, 8, PK_BYTES);
+    case OP_BINUNICODE:
+        return pk_op_counted(vm, 4, PK_STR);
+    case OP_SHORT_BINUNICODE:
+        return pk_op_counted(vm, 1, PK_STR);
+    case OP_BINUNICODE8:
+        return pk_op_counted(vm, 8, PK_STR);
+    case OP_BINSTRING:
+        return pk_op_counted(vm, 4, PK_BYTES);
+    case OP_SHORT_BINSTRING:
+        return pk_op_counted(vm, 1, PK_BYTES);
+    case OP_BINBYTES:
+        return pk_op_counted(vm, 4, PK_BYTES);
+    case OP_SHORT_BINBYTES:
+        return pk_op_counted(vm, 1, PK_BYTES);
+    case OP_BINBYTES8:
+        return pk_op_counted(vm, 8, PK_BYTES);
+    case OP_BYTEARRAY8:
+        return pk_op_counted(vm, 8, PK_BYTES);
     case OP_STRING:
         if (!(line = pk_read_line(vm, &ln))) return -1;
         if (!(a = pk_decode_string_repr(vm, line, ln))) return -1;
@@ -987,7 +1049,8 @@ static int pk_step(pk_vm *vm, int *done)
         if (!(a = pk_decode_raw_unicode(vm, line, ln))) return -1;
         return pk_push(vm, a);
 
-    case OP_EMPTY_TUPLE: return pk_push(vm, pk_new_seq(vm, PK_TUPLE, NULL, 0));
+    case OP_EMPTY_TUPLE:
+        return pk_push(vm, pk_new_seq(vm, PK_TUPLE, NULL, 0));
     case OP_TUPLE1:
     case OP_TUPLE2:
     case OP_TUPLE3:
@@ -998,15 +1061,18 @@ static int pk_step(pk_vm *vm, int *done)
     case OP_TUPLE:
         if (pk_pop_mark(vm, &first, &n)) return -1;
         return pk_push(vm, pk_new_seq(vm, PK_TUPLE, vm->stack + first, n));
-    case OP_EMPTY_LIST: return pk_push(vm, pk_new_seq(vm, PK_LIST, NULL, 0));
+    case OP_EMPTY_LIST:
+        return pk_push(vm, pk_new_seq(vm, PK_LIST, NULL, 0));
     case OP_LIST:
         if (pk_pop_mark(vm, &first, &n)) return -1;
         return pk_push(vm, pk_new_seq(vm, PK_LIST, vm->stack + first, n));
-    case OP_EMPTY_SET: return pk_push(vm, pk_new_seq(vm, PK_SET, NULL, 0));
+    case OP_EMPTY_SET:
+        return pk_push(vm, pk_new_seq(vm, PK_SET, NULL, 0));
     case OP_FROZENSET:
         if (pk_pop_mark(vm, &first, &n)) return -1;
         return pk_push(vm, pk_new_seq(vm, PK_SET, vm->stack + first, n));
-    case OP_EMPTY_DICT: return pk_push(vm, pk_new(vm, PK_DICT));
+    case OP_EMPTY_DICT:
+        return pk_push(vm, pk_new(vm, PK_DICT));
     case OP_DICT:
         if (pk_pop_mark(vm, &first, &n)) return -1;
         if (!(a = pk_new(vm, PK_DICT))) return pk_oom(vm);
@@ -1034,13 +1100,14 @@ static int pk_step(pk_vm *vm, int *done)
         size_t mln;
         const char *mod = pk_read_line(vm, &mln);
         if (!mod || !(line = pk_read_line(vm, &ln))) return -1;
-        if (!(a = pk_new_global(vm, mod, mln, line, ln))) return pk_oom(vm);
+        if (!(a = pk_new_global(vm, mod, mln, line, ln))) return vm->err[0] ? -1 : pk_oom(vm);
         return pk_push(vm, a);
     }
     case OP_STACK_GLOBAL:
         if (!(b = pk_pop(vm)) || !(a = pk_pop(vm))) return -1;
         if (a->type != PK_STR || b->type != PK_STR) return pk_fail(vm, "STACK_GLOBAL on non-string names");
-        if (!(c = pk_new_global(vm, a->u.str.s, a->u.str.n, b->u.str.s, b->u.str.n))) return pk_oom(vm);
+        if (!(c = pk_new_global(vm, a->u.str.s, a->u.str.n, b->u.str.s, b->u.str.n)))
+            return vm->err[0] ? -1 : pk_oom(vm);
         return pk_push(vm, c);
     case OP_REDUCE:
         if (!(b = pk_pop(vm)) || !(a = pk_pop(vm))) return -1;
@@ -1061,7 +1128,8 @@ static int pk_step(pk_vm *vm, int *done)
         if (!mod || !(line = pk_read_line(vm, &ln))) return -1;
         if (pk_pop_mark(vm, &first, &n)) return -1;
         pk_value *args = pk_new_seq(vm, PK_TUPLE, vm->stack + first, n);
-        if (!args || !(a = pk_new_global(vm, mod, mln, line, ln))) return pk_oom(vm);
+        if (!args) return pk_oom(vm);
+        if (!(a = pk_new_global(vm, mod, mln, line, ln))) return vm->err[0] ? -1 : pk_oom(vm);
         if (!(c = pk_call(vm, a, args))) return vm->err[0] ? -1 : pk_oom(vm);
         return pk_push(vm, c);
     }
@@ -1076,9 +1144,12 @@ static int pk_step(pk_vm *vm, int *done)
     case OP_BUILD:
         if (!(b = pk_pop(vm)) || !(a = pk_top(vm))) return -1;
         /* OrderedDict's _metadata, an object's __dict__: recorded, never applied */
-        if (a->type == PK_DICT) a->u.dict.state = b;
-        else if (a->type == PK_OBJ) a->u.obj.state = b;
-        else if (a->type != PK_TENSOR) return pk_fail(vm, "BUILD on a value of type %s", wt_pickle_type_name(a));
+        if (a->type == PK_DICT)
+            a->u.dict.state = b;
+        else if (a->type == PK_OBJ)
+            a->u.obj.state = b;
+        else if (a->type != PK_TENSOR)
+            return pk_fail(vm, "BUILD on a value of type %s", wt_pickle_type_name(a));
         return 0;
     case OP_PERSID:
         if (!(line = pk_read_line(vm, &ln))) return -1;
@@ -1116,15 +1187,18 @@ static int pk_step(pk_vm *vm, int *done)
 
     case OP_EXT1:
     case OP_EXT2:
-    case OP_EXT4: return pk_fail(vm, "extension-registry opcodes (EXT1/2/4) are not supported");
+    case OP_EXT4:
+        return pk_fail(vm, "extension-registry opcodes (EXT1/2/4) are not supported");
     case OP_NEXT_BUFFER:
-    case OP_READONLY_BUFFER: return pk_fail(vm, "protocol 5 out-of-band buffers are not supported");
-    default: return pk_fail(vm, "unknown pickle opcode");
+    case OP_READONLY_BUFFER:
+        return pk_fail(vm, "protocol 5 out-of-band buffers are not supported");
+    default:
+        return pk_fail(vm, "unknown pickle opcode");
     }
 }
 
-int wt_pickle_load(wt_arena *a, const uint8_t *buf, size_t len, const char *what, pk_value **root, pk_info *info,
-                   char *err)
+int wt_pickle_load(wt_arena *a, const uint8_t *buf, size_t len, const char *what, pk_value **root,
+                   pk_info *info, char *err)
 {
     pk_vm vm;
     memset(&vm, 0, sizeof vm);
@@ -1152,7 +1226,7 @@ int wt_pickle_load(wt_arena *a, const uint8_t *buf, size_t len, const char *what
     return rc;
 }
 
-/* ---- queries ---------------------------------------------------------------------------------------------- */
+/* ---- queries ------------------------------------------------------------------------------------------- */
 
 pk_value *wt_pickle_dict_get(const pk_value *dict, const char *key)
 {
@@ -1160,7 +1234,8 @@ pk_value *wt_pickle_dict_get(const pk_value *dict, const char *key)
     size_t kn = strlen(key);
     for (size_t i = dict->u.dict.n; i-- > 0;) {
         const pk_value *k = dict->u.dict.kv[2 * i];
-        if (k->type == PK_STR && k->u.str.n == kn && !memcmp(k->u.str.s, key, kn)) return dict->u.dict.kv[2 * i + 1];
+        if (k->type == PK_STR && k->u.str.n == kn && !memcmp(k->u.str.s, key, kn))
+            return dict->u.dict.kv[2 * i + 1];
     }
     return NULL;
 }
@@ -1209,9 +1284,14 @@ const pk_value *wt_pickle_find_unknown(const pk_value *v, pk_info *info)
             PK_WALK_PUSH(x->u.obj.dict);
             PK_WALK_PUSH(x->u.obj.items);
             break;
-        case PK_STORAGE: PK_WALK_PUSH(x->u.storage.cls); break;
-        case PK_TENSOR: PK_WALK_PUSH(x->u.tensor.args); break;
-        default: break;
+        case PK_STORAGE:
+            PK_WALK_PUSH(x->u.storage.cls);
+            break;
+        case PK_TENSOR:
+            PK_WALK_PUSH(x->u.tensor.args);
+            break;
+        default:
+            break;
         }
     }
 #undef PK_WALK_PUSH

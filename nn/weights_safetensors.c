@@ -43,18 +43,21 @@ static int st_span_cmp(const void *a, const void *b)
 }
 
 /* Reads one entry's header fields into t and its byte span; data_len is the size of the data section. */
-static int st_parse_entry(nn_wfile *wf, const cJSON *e, nn_wtensor *t, st_span *sp, uint64_t data_len, char *err)
+static int st_parse_entry(nn_wfile *wf, const cJSON *e, nn_wtensor *t, st_span *sp, uint64_t data_len,
+                          char *err)
 {
     char q[WT_QUOTE_LEN];
     const char *name = e->string ? e->string : "";
     wt_quote(name, strlen(name), q, sizeof q);
-    if (!cJSON_IsObject(e)) return mc_fail(err, "%s: safetensors header: entry '%s' is not an object", wf->path, q);
+    if (!cJSON_IsObject(e))
+        return mc_fail(err, "%s: safetensors header: entry '%s' is not an object", wf->path, q);
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(of))
-        return mc_fail(err, "%s: safetensors header: tensor '%s' lacks a string dtype, a shape list or data_offsets",
-                       wf->path, q);
+        return mc_fail(
+            err, "%s: safetensors header: tensor '%s' lacks a string dtype, a shape list or data_offsets",
+            wf->path, q);
     size_t k;
     for (k = 0; k < sizeof st_dtypes / sizeof st_dtypes[0]; k++)
         if (!strcmp(dt->valuestring, st_dtypes[k].name)) break;
@@ -74,32 +77,38 @@ static int st_parse_entry(nn_wfile *wf, const cJSON *e, nn_wtensor *t, st_span *
     {
         uint64_t v;
         if (st_uint(d, &v))
-            return mc_fail(err, "%s: safetensors header: tensor '%s' has a shape entry that is not a non-negative "
-                           "integer", wf->path, q);
+            return mc_fail(err,
+                           "%s: safetensors header: tensor '%s' has a shape entry that is not a non-negative "
+                           "integer",
+                           wf->path, q);
         t->shape[t->ndim++] = (int64_t)v;
     }
     uint64_t b, en;
-    if (cJSON_GetArraySize(of) != 2 || st_uint(cJSON_GetArrayItem(of, 0), &b) || st_uint(cJSON_GetArrayItem(of, 1), &en))
-        return mc_fail(err, "%s: safetensors header: tensor '%s': data_offsets is not two non-negative integers",
+    if (cJSON_GetArraySize(of) != 2 || st_uint(cJSON_GetArrayItem(of, 0), &b) ||
+        st_uint(cJSON_GetArrayItem(of, 1), &en))
+        return mc_fail(err,
+                       "%s: safetensors header: tensor '%s': data_offsets is not two non-negative integers",
                        wf->path, q);
     if (b > en)
-        return mc_fail(err, "%s: safetensors header: tensor '%s': data_offsets [%llu, %llu] run backwards", wf->path,
-                       q, (unsigned long long)b, (unsigned long long)en);
+        return mc_fail(err, "%s: safetensors header: tensor '%s': data_offsets [%llu, %llu] run backwards",
+                       wf->path, q, (unsigned long long)b, (unsigned long long)en);
     if (en > data_len)
-        return mc_fail(err,
-                       "%s: safetensors header: tensor '%s': data_offsets end %llu is past the end of the data "
-                       "(%llu bytes)",
-                       wf->path, q, (unsigned long long)en, (unsigned long long)data_len);
+        return mc_fail(
+            err,
+            "%s: safetensors header: tensor '%s': data_offsets end %llu is past the end of the data "
+            "(%llu bytes)",
+            wf->path, q, (unsigned long long)en, (unsigned long long)data_len);
     int64_t bytes;
     if (wt_shape_numel(t->ndim, t->shape, &t->numel) ||
         __builtin_mul_overflow(t->numel, (int64_t)wt_dtype_size(t->dtype), &bytes))
         return mc_fail(err, "%s: safetensors header: tensor '%s': element count overflows", wf->path, q);
     if ((uint64_t)bytes != en - b)
-        return mc_fail(err,
-                       "%s: safetensors header: tensor '%s': data_offsets span %llu bytes, but %lld elements of %s "
-                       "need %lld",
-                       wf->path, q, (unsigned long long)(en - b), (long long)t->numel, nn_dtype_name(t->dtype),
-                       (long long)bytes);
+        return mc_fail(
+            err,
+            "%s: safetensors header: tensor '%s': data_offsets span %llu bytes, but %lld elements of %s "
+            "need %lld",
+            wf->path, q, (unsigned long long)(en - b), (long long)t->numel, nn_dtype_name(t->dtype),
+            (long long)bytes);
     sp->begin = b;
     sp->end = en;
     t->name = mc_strdup(name);
@@ -121,8 +130,8 @@ static int st_load(nn_wfile *wf, FILE *f, char *err)
     for (int i = 0; i < 8; i++) hn |= (uint64_t)lenb[i] << (8 * i);
     uint64_t avail = (uint64_t)wf->file_bytes - 8;
     if (hn > avail)
-        return mc_fail(err, "%s: safetensors header length %llu runs past the end of the file (%lld bytes)", wf->path,
-                       (unsigned long long)hn, (long long)wf->file_bytes);
+        return mc_fail(err, "%s: safetensors header length %llu runs past the end of the file (%lld bytes)",
+                       wf->path, (unsigned long long)hn, (long long)wf->file_bytes);
     if (hn > ST_HEADER_MAX)
         return mc_fail(err, "%s: safetensors header length %llu is over the format's 100 MB limit", wf->path,
                        (unsigned long long)hn);
@@ -138,24 +147,29 @@ static int st_load(nn_wfile *wf, FILE *f, char *err)
     if (!root) {
         const char *ep = cJSON_GetErrorPtr();
         long at = ep && ep >= hdr && ep <= hdr + hn ? (long)(ep - hdr) : -1;
-        rc = mc_fail(err, "%s: safetensors header is not valid JSON (near byte %ld of the header)", wf->path, at);
+        rc = mc_fail(err, "%s: safetensors header is not valid JSON (near byte %ld of the header)", wf->path,
+                     at);
         free(hdr);
         return rc;
     }
     /* writers pad the header with spaces to align the data; anything else after the JSON is corruption */
     for (const char *p = end; p && p < hdr + hn; p++) {
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            rc = mc_fail(err, "%s: safetensors header has bytes after its JSON object (at byte %ld)", wf->path,
-                         (long)(p - hdr));
+            rc = mc_fail(err, "%s: safetensors header has bytes after its JSON object (at byte %ld)",
+                         wf->path, (long)(p - hdr));
             break;
         }
     }
-    if (rc == 0 && !cJSON_IsObject(root)) rc = mc_fail(err, "%s: safetensors header is not a JSON object", wf->path);
+    if (rc == 0 && !cJSON_IsObject(root))
+        rc = mc_fail(err, "%s: safetensors header is not a JSON object", wf->path);
     uint64_t data_start = 8 + hn, data_len = avail - hn;
     int n = 0;
     const cJSON *e;
     if (rc == 0) {
-        cJSON_ArrayForEach(e, root) if (!e->string || strcmp(e->string, "__metadata__") != 0) n++;
+        cJSON_ArrayForEach(e, root)
+        {
+            if (!e->string || strcmp(e->string, "__metadata__") != 0) n++;
+        }
     }
     st_span *sp = mc_calloc(n ? (size_t)n : 1, sizeof *sp);
     if (rc == 0) {

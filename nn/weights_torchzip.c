@@ -39,7 +39,8 @@ static int tz_zip_fail(tz_ctx *c, const char *what, zip_error_t *ze)
 
 /* Reads n bytes from the start of entry idx into dst. When n is the whole entry, one more read reaches the
  * end of the entry, which is where libzip compares the CRC: a flipped byte in a storage is then caught. */
-static int tz_read_entry(tz_ctx *c, zip_int64_t idx, const char *ename, void *dst, uint64_t n, uint64_t entry_size)
+static int tz_read_entry(tz_ctx *c, zip_int64_t idx, const char *ename, void *dst, uint64_t n,
+                         uint64_t entry_size)
 {
     char q[WT_QUOTE_LEN];
     zip_file_t *zf = zip_fopen_index(c->za, (zip_uint64_t)idx, 0);
@@ -87,14 +88,14 @@ static int tz_stat_entry(tz_ctx *c, zip_int64_t idx, const char *ename, zip_stat
               (st->comp_method == ZIP_CM_STORE ? st->size > fb
                                                : st->size / TZ_DEFLATE_RATIO > st->comp_size + 1024);
     if (bad)
-        return mc_fail(c->err, "%s: entry %s claims %llu bytes, impossible in a file of %lld bytes", c->wf->path,
-                       wt_quote(ename, strlen(ename), q, sizeof q), (unsigned long long)st->size,
+        return mc_fail(c->err, "%s: entry %s claims %llu bytes, impossible in a file of %lld bytes",
+                       c->wf->path, wt_quote(ename, strlen(ename), q, sizeof q), (unsigned long long)st->size,
                        (long long)c->wf->file_bytes);
     return 0;
 }
 
-/* Finds the one "<top>/data.pkl" entry; the top folder is named after whatever file torch.save wrote, so it is
- * never assumed. */
+/* Finds the one "<top>/data.pkl" entry; the top folder is named after whatever file torch.save wrote, so it
+ * is never assumed. */
 static int tz_find_pickle(tz_ctx *c, zip_int64_t *pkl)
 {
     zip_int64_t ne = zip_get_num_entries(c->za, 0);
@@ -104,7 +105,8 @@ static int tz_find_pickle(tz_ctx *c, zip_int64_t *pkl)
         if (!nm) continue;
         const char *slash = strchr(nm, '/');
         if (!slash || slash == nm || strcmp(slash, "/data.pkl") != 0) continue;
-        if (*pkl >= 0) return mc_fail(c->err, "%s: archive holds more than one <folder>/data.pkl", c->wf->path);
+        if (*pkl >= 0)
+            return mc_fail(c->err, "%s: archive holds more than one <folder>/data.pkl", c->wf->path);
         size_t tl = (size_t)(slash - nm) + 1;
         if (tl >= sizeof c->top) return mc_fail(c->err, "%s: archive folder name is too long", c->wf->path);
         /* the folder name goes into messages: keep control characters out of them */
@@ -134,23 +136,30 @@ static int tz_check_byteorder(tz_ctx *c)
     if (st.size < sizeof buf) {
         if (tz_read_entry(c, idx, name, buf, st.size, st.size)) return -1;
         if (!strcmp(buf, "little")) return 0;
-        if (!strcmp(buf, "big")) return mc_fail(c->err, "%s: big-endian storages are not supported", c->wf->path);
+        if (!strcmp(buf, "big"))
+            return mc_fail(c->err, "%s: big-endian storages are not supported", c->wf->path);
     }
-    return mc_fail(c->err, "%s: %s is not 'little' or 'big'", c->wf->path, wt_quote(name, strlen(name), q, sizeof q));
+    return mc_fail(c->err, "%s: %s is not 'little' or 'big'", c->wf->path,
+                   wt_quote(name, strlen(name), q, sizeof q));
 }
 
 static const char *tz_describe(const pk_value *v, char *buf, size_t cap)
 {
     const pk_value *g = v->type == PK_GLOBAL ? v : v->type == PK_OBJ ? v->u.obj.root : NULL;
-    if (g) snprintf(buf, cap, "%s %s.%s", v->type == PK_GLOBAL ? "a reference to" : "an instance of", g->u.glob.module,
-                    g->u.glob.name);
-    else snprintf(buf, cap, "%s %s", strchr("aeiou", wt_pickle_type_name(v)[0]) ? "an" : "a", wt_pickle_type_name(v));
+    if (g)
+        snprintf(buf, cap, "%s %s.%s", v->type == PK_GLOBAL ? "a reference to" : "an instance of",
+                 g->u.glob.module, g->u.glob.name);
+    else
+        snprintf(buf, cap, "%s %s", strchr("aeiou", wt_pickle_type_name(v)[0]) ? "an" : "a",
+                 wt_pickle_type_name(v));
     return buf;
 }
 
+/* Tuples only (torch writes tuple(size) and stride()): a tuple cannot change after the call that used it, so
+ * what is checked here is what torch would have seen. */
 static int tz_ints(const pk_value *t, int64_t *out, int max, int *n)
 {
-    if (t->type != PK_TUPLE && t->type != PK_LIST) return -1;
+    if (t->type != PK_TUPLE) return -1;
     if (t->u.seq.n > (size_t)max) return -2;
     for (size_t i = 0; i < t->u.seq.n; i++) {
         if (t->u.seq.v[i]->type != PK_INT) return -1;
@@ -167,7 +176,8 @@ static int tz_resolve(tz_ctx *c, const char *qname, const pk_value *v, tz_view *
     const char *path = c->wf->path;
     char d[300];
     if (v->type != PK_TENSOR)
-        return mc_fail(c->err, "%s: state_dict entry '%s' is %s, not a tensor", path, qname, tz_describe(v, d, sizeof d));
+        return mc_fail(c->err, "%s: state_dict entry '%s' is %s, not a tensor", path, qname,
+                       tz_describe(v, d, sizeof d));
     pk_gkind kind = v->u.tensor.kind;
     const pk_value *args = v->u.tensor.args;
     for (int depth = 0;; depth++) {
@@ -177,15 +187,18 @@ static int tz_resolve(tz_ctx *c, const char *qname, const pk_value *v, tz_view *
         if (depth > 8) return mc_fail(c->err, "%s: tensor '%s' is wrapped too deeply", path, qname);
         if (kind == PK_G_REBUILD_PARAMETER || kind == PK_G_REBUILD_PARAMETER_WITH_STATE) {
             if (na != (kind == PK_G_REBUILD_PARAMETER ? 3u : 4u) || av[0]->type != PK_TENSOR)
-                return mc_fail(c->err, "%s: tensor '%s': malformed _rebuild_parameter arguments", path, qname);
+                return mc_fail(c->err, "%s: tensor '%s': malformed _rebuild_parameter arguments", path,
+                               qname);
             kind = av[0]->u.tensor.kind;
             args = av[0]->u.tensor.args;
             continue;
         }
         if (kind == PK_G_REBUILD_FROM_TYPE_V2) {
-            /* (func, new_type, args, state): func must be one of ours and new_type plain Tensor or Parameter */
+            /* (func, new_type, args, state): func must be one of ours and new_type plain Tensor or Parameter
+             */
             if (na != 4 || av[0]->type != PK_GLOBAL || av[1]->type != PK_GLOBAL || av[2]->type != PK_TUPLE)
-                return mc_fail(c->err, "%s: tensor '%s': malformed _rebuild_from_type_v2 arguments", path, qname);
+                return mc_fail(c->err, "%s: tensor '%s': malformed _rebuild_from_type_v2 arguments", path,
+                               qname);
             pk_gkind fk = av[0]->u.glob.kind;
             if (fk != PK_G_REBUILD_TENSOR_V2 && fk != PK_G_REBUILD_TENSOR && fk != PK_G_REBUILD_PARAMETER &&
                 fk != PK_G_REBUILD_PARAMETER_WITH_STATE)
@@ -203,16 +216,18 @@ static int tz_resolve(tz_ctx *c, const char *qname, const pk_value *v, tz_view *
             return mc_fail(c->err, "%s: tensor '%s': %s has %zu arguments", path, qname,
                            kind == PK_G_REBUILD_TENSOR_V2 ? "_rebuild_tensor_v2" : "_rebuild_tensor", na);
         if (av[0]->type != PK_STORAGE)
-            return mc_fail(c->err, "%s: tensor '%s': storage argument is %s", path, qname, tz_describe(av[0], d, sizeof d));
+            return mc_fail(c->err, "%s: tensor '%s': storage argument is %s", path, qname,
+                           tz_describe(av[0], d, sizeof d));
         if (av[1]->type != PK_INT)
             return mc_fail(c->err, "%s: tensor '%s': storage offset is not an int", path, qname);
         int nd = 0, ns = 0;
         int r1 = tz_ints(av[2], w->shape, NN_WMAXDIM, &nd), r2 = tz_ints(av[3], w->stride, NN_WMAXDIM, &ns);
         if (r1 == -2)
-            return mc_fail(c->err, "%s: tensor '%s' has %zu dimensions; at most %d are supported", path, qname,
-                           av[2]->u.seq.n, NN_WMAXDIM);
+            return mc_fail(c->err, "%s: tensor '%s' has %zu dimensions; at most %d are supported", path,
+                           qname, av[2]->u.seq.n, NN_WMAXDIM);
         if (r1 || r2 || nd != ns)
-            return mc_fail(c->err, "%s: tensor '%s': size and stride are not matching tuples of ints", path, qname);
+            return mc_fail(c->err, "%s: tensor '%s': size and stride are not matching tuples of ints", path,
+                           qname);
         w->storage = av[0];
         w->offset = av[1]->u.i;
         w->ndim = nd;
@@ -229,8 +244,8 @@ static int tz_resolve(tz_ctx *c, const char *qname, const pk_value *v, tz_view *
     w->dtype = cls->u.glob.dtype;
     int64_t snum = st->u.storage.numel, sbytes;
     if (__builtin_mul_overflow(snum, (int64_t)wt_dtype_size(w->dtype), &sbytes) || sbytes > c->wf->file_bytes)
-        return mc_fail(c->err, "%s: tensor '%s': storage '%s' claims %lld elements, more than the file holds", path,
-                       qname, qk, (long long)snum);
+        return mc_fail(c->err, "%s: tensor '%s': storage '%s' claims %lld elements, more than the file holds",
+                       path, qname, qk, (long long)snum);
     if (w->offset < 0) return mc_fail(c->err, "%s: tensor '%s': negative storage offset", path, qname);
     for (int i = 0; i < w->ndim; i++)
         if (w->shape[i] < 0 || w->stride[i] < 0)
@@ -241,7 +256,8 @@ static int tz_resolve(tz_ctx *c, const char *qname, const pk_value *v, tz_view *
     if (w->numel > 0) {
         int64_t last = w->offset, step;
         for (int i = 0; i < w->ndim; i++) {
-            if (__builtin_mul_overflow(w->shape[i] - 1, w->stride[i], &step) || __builtin_add_overflow(last, step, &last))
+            if (__builtin_mul_overflow(w->shape[i] - 1, w->stride[i], &step) ||
+                __builtin_add_overflow(last, step, &last))
                 return mc_fail(c->err, "%s: tensor '%s': storage index overflows", path, qname);
         }
         if (last >= snum)
@@ -277,7 +293,8 @@ static float *tz_alloc_output(tz_ctx *c, const tz_view *w)
     if (w->numel > c->out_cap / 4 || c->out_bytes > c->out_cap - bytes) {
         char q[WT_QUOTE_LEN];
         mc_fail(c->err,
-                "%s: tensor '%s': views of shared storages add up to more than %lld MiB of float32, far more than "
+                "%s: tensor '%s': views of shared storages add up to more than %lld MiB of float32, far more "
+                "than "
                 "the file holds; refusing",
                 c->wf->path, wt_quote(w->name, strlen(w->name), q, sizeof q), (long long)(c->out_cap >> 20));
         return NULL;
@@ -357,7 +374,8 @@ static int tz_root_not_dict(tz_ctx *c, const pk_value *root)
                        "%s: top-level object is %s, not a dict of tensors (a whole pickled model?); save "
                        "model.state_dict() instead",
                        c->wf->path, tz_describe(root, d, sizeof d));
-    return mc_fail(c->err, "%s: top-level object is %s, not a dict of tensors; save model.state_dict() instead",
+    return mc_fail(c->err,
+                   "%s: top-level object is %s, not a dict of tensors; save model.state_dict() instead",
                    c->wf->path, tz_describe(root, d, sizeof d));
 }
 
@@ -381,17 +399,20 @@ static int tz_interpret(tz_ctx *c, const pk_value *root, pk_info *info)
         const pk_value *hp = wt_pickle_dict_get(root, "hyper_parameters");
         if (hp && hp->type == PK_OBJ) hp = hp->u.obj.dict; /* AttributeDict and other dict subclasses */
         const pk_value *an = wt_pickle_dict_get(hp, "architecture_name");
-        if (an && an->type == PK_STR && strlen(an->u.str.s) == an->u.str.n) wf->arch_hint = mc_strdup(an->u.str.s);
+        if (an && an->type == PK_STR && strlen(an->u.str.s) == an->u.str.n)
+            wf->arch_hint = mc_strdup(an->u.str.s);
     } else if (sd) {
-        return mc_fail(c->err, "%s: 'state_dict' is %s, not a dict of tensors", wf->path, tz_describe(sd, d, sizeof d));
+        return mc_fail(c->err, "%s: 'state_dict' is %s, not a dict of tensors", wf->path,
+                       tz_describe(sd, d, sizeof d));
     } else {
         sd = root;
         const pk_value *u = info->first_unknown;
         if (u)
-            return mc_fail(c->err,
-                           "%s: unknown global %s.%s in a state_dict file; morphcat reads only tensors and never "
-                           "runs code from weight files",
-                           wf->path, u->u.glob.module, u->u.glob.name);
+            return mc_fail(
+                c->err,
+                "%s: unknown global %s.%s in a state_dict file; morphcat reads only tensors and never "
+                "runs code from weight files",
+                wf->path, u->u.glob.module, u->u.glob.name);
     }
 
     size_t n = sd->u.dict.n;
@@ -463,8 +484,8 @@ int wt_torchzip_open(nn_wfile *wf, char *err)
     snprintf(pname, sizeof pname, "%sdata.pkl", c.top);
     if (rc == 0) rc = tz_stat_entry(&c, pidx, pname, &st);
     if (rc == 0 && st.size > TZ_PICKLE_MAX)
-        rc = mc_fail(err, "%s: %s is %llu bytes, more than the %llu MiB a weight pickle can need", wf->path, pname,
-                     (unsigned long long)st.size, (unsigned long long)(TZ_PICKLE_MAX >> 20));
+        rc = mc_fail(err, "%s: %s is %llu bytes, more than the %llu MiB a weight pickle can need", wf->path,
+                     pname, (unsigned long long)st.size, (unsigned long long)(TZ_PICKLE_MAX >> 20));
     if (rc == 0) {
         uint8_t *pkl = mc_malloc((size_t)st.size);
         rc = tz_read_entry(&c, pidx, pname, pkl, st.size, st.size);

@@ -24,8 +24,10 @@ static void weights_print_name(const char *s)
 {
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c < 0x20 || c == 0x7f || c == '\\') printf("\\x%02x", c);
-        else putchar(c);
+        if (c < 0x20 || c == 0x7f || c == '\\')
+            printf("\\x%02x", c);
+        else
+            putchar(c);
     }
 }
 
@@ -41,7 +43,8 @@ int cmd_weights(int argc, char **argv)
         if (!strcmp(argv[i], "--values")) {
             values = 1;
         } else if (argv[i][0] == '-' && argv[i][1] != 0) {
-            fprintf(stderr, "morphcat: weights: unknown option '%s' (see morphcat weights --help)\n", argv[i]);
+            fprintf(stderr, "morphcat: weights: unknown option '%s' (see morphcat weights --help)\n",
+                    argv[i]);
             return MC_EXIT_FAIL;
         } else if (path) {
             fprintf(stderr, "morphcat: weights: more than one PATH given ('%s' and '%s')\n", path, argv[i]);
@@ -51,7 +54,8 @@ int cmd_weights(int argc, char **argv)
         }
     }
     if (!path) {
-        fprintf(stderr, "morphcat: weights: no weight file given (usage: morphcat weights PATH [--values])\n");
+        fprintf(stderr,
+                "morphcat: weights: no weight file given (usage: morphcat weights PATH [--values])\n");
         return MC_EXIT_FAIL;
     }
 

@@ -1,0 +1,38 @@
+"""bench/report.py: the table of `make bench` from build/bench/results.jsonl: per model and batch, morphcat's and
+PyTorch's best images/s (PyTorch: best of NCHW and channels_last), their ratio, effective GFLOP/s as a share of the
+sgemm measured in the same run, and peak RSS. It measures nothing itself."""
+import collections
+import json
+import sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+sgemm = max((r["gflops"] for r in rows if r.get("impl") == "sgemm"), default=float("nan"))
+blas = next((r["blas"] for r in rows if r.get("impl") == "sgemm"), "?")
+ours = collections.defaultdict(dict)
+theirs = collections.defaultdict(dict)
+for r in rows:
+    if "images_per_s" not in r:
+        continue
+    key = (r["model"], r["batch"])
+    side = ours if r["impl"] == "morphcat" else theirs
+    prev = side[key].get("images_per_s", -1)
+    if r["images_per_s"] > prev:
+        side[key] = r
+print("sgemm 2048^3, one thread: %.1f GFLOP/s (%s)" % (sgemm, blas))
+print("%-16s %5s %12s %12s %7s %9s %7s %10s %10s" % ("model", "batch", "morphcat/s", "pytorch/s", "ratio", "GFLOP/s",
+                                                    "%sgemm", "RSS ours", "RSS torch"))
+best = collections.defaultdict(lambda: [0.0, 0.0])
+for key in sorted(ours):
+    o, t = ours[key], theirs.get(key, {})
+    ti = t.get("images_per_s", float("nan"))
+    best[key[0]][0] = max(best[key[0]][0], o["images_per_s"])
+    best[key[0]][1] = max(best[key[0]][1], ti)
+    print("%-16s %5d %12.2f %12.2f %6.2fx %9.1f %6.0f%% %8.0fMB %8.0fMB" % (
+        key[0], key[1], o["images_per_s"], ti, o["images_per_s"] / ti, o["gflops"], 100 * o["gflops"] / sgemm,
+        o.get("process_peak_rss_mb", float("nan")), t.get("process_peak_rss_mb", float("nan"))))
+print()
+ok = True
+for m, (a, b) in sorted(best.items()):
+    print("%-16s best morphcat %.2f images/s vs best PyTorch %.2f images/s: %.2fx" % (m, a, b, a / b))
+    ok &= a >= b
+print("target (>= 1.0x PyTorch's best on every model):", "met" if ok else "NOT met")

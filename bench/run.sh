@@ -1,0 +1,65 @@
+#!/bin/sh
+# `make bench`: morphcat against Debian's PyTorch (OpenBLAS as libblas, one thread) in the same run, as
+# ratios. For convnext_nano, efficientnet_b0 and resnet50 at 224 px, batch 1, 8 and 32: images/s per core
+# for both (PyTorch in NCHW and channels_last; its best counts), effective GFLOP/s against a single-core
+# sgemm measured in this run, and each process's peak RSS. Configurations alternate between the two
+# implementations, each in a fresh process, and every configuration is measured twice (best kept), so
+# machine noise hits both sides alike. Writes build/bench/results.jsonl and prints the table.
+#
+# OpenBLAS core type: SkylakeX kernels on CPUs with AVX-512 (twice Haswell's sgemm there), else Haswell;
+# MC_BENCH_CORETYPE overrides. Both implementations run with the same one. Weights: the timm goldens in
+# ../shared when present, else generated stand-ins of the same architecture (speed does not depend on values).
+set -e
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+SECONDS_PER=${MC_BENCH_SECONDS:-3}
+BATCHES=${MC_BENCH_BATCHES:-1 8 32}
+MODELS=${MC_BENCH_MODELS:-convnext_nano efficientnet_b0 resnet50}
+REPEATS=${MC_BENCH_REPEATS:-2}
+if [ -n "$MC_BENCH_CORETYPE" ]; then core=$MC_BENCH_CORETYPE
+elif grep -q avx512f /proc/cpuinfo; then core=SkylakeX
+else core=Haswell; fi
+export OPENBLAS_CORETYPE=$core OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+SHARED=${MC_SHARED:-../shared}
+out=build/bench
+mkdir -p "$out/models"
+res=$out/results.jsonl
+: > "$res"
+echo "bench: OPENBLAS_CORETYPE=$core, one thread per process, ${SECONDS_PER}s per configuration, best of $REPEATS"
+
+model_dir() {
+    case $1 in
+    convnext_nano|efficientnet_b0)
+        if [ -f "$SHARED/refdata/encoders/$1/pytorch_model.bin" ]; then echo "$SHARED/refdata/encoders/$1"; return; fi ;;
+    esac
+    d=$out/models/$1
+    if [ ! -f "$d/config.json" ]; then
+        $PY tools/make_case.py "$d" --arch "$1" --size 64 --batch 1 --kind bin >/dev/null
+    fi
+    echo "$d"
+}
+
+rss() { # peak RSS in MB of the command, appended to its JSON line
+    /usr/bin/time -f "%M" -o "$out/rss.tmp" "$@" > "$out/line.tmp"
+    kb=$(tail -n 1 "$out/rss.tmp")
+    while IFS= read -r line; do
+        case "$line" in
+        *images_per_s*) echo "${line%\}},\"process_peak_rss_mb\":$((kb / 1024))}" >> "$res" ;;
+        *) echo "$line" >> "$res" ;;
+        esac
+    done < "$out/line.tmp"
+}
+
+./build/bench/bench_forward sgemm --seconds 2 >> "$res"
+for r in $(seq "$REPEATS"); do
+    for m in $MODELS; do
+        dir=$(model_dir "$m")
+        for b in $BATCHES; do
+            rss ./build/bench/bench_forward forward --model "$dir" --batch "$b" --seconds "$SECONDS_PER" --label "$m"
+            rss $PY bench/torch_bench.py --models "$m" --batches "$b" --seconds "$SECONDS_PER"
+        done
+        echo "bench: round $r, $m done"
+    done
+done
+./build/bench/bench_forward sgemm --seconds 2 >> "$res"
+$PY bench/report.py "$res" | tee "$out/report.txt"

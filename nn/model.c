@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <strings.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
@@ -396,9 +397,18 @@ void nn_blas_init(void)
 const char *nn_blas_describe(void)
 {
     static char buf[256];
-    snprintf(buf, sizeof buf, "OpenBLAS %s, core %s, %d thread(s)", openblas_get_config(), openblas_get_corename(),
+    snprintf(buf, sizeof buf, "%s, core %s, %d thread(s)", openblas_get_config(), openblas_get_corename(),
              openblas_get_num_threads());
     return buf;
+}
+
+const char *nn_blas_advice(void)
+{
+    const char *core = openblas_get_corename();
+    if (!__builtin_cpu_supports("avx512f") || !core) return NULL;
+    if (strcasecmp(core, "haswell") && strcasecmp(core, "zen") && strcasecmp(core, "sandybridge")) return NULL;
+    return "this CPU has AVX-512 but OpenBLAS runs its AVX2 kernels; OPENBLAS_CORETYPE=SkylakeX about doubles "
+           "sgemm speed (check results once: kernels round differently)";
 }
 
 int nn_file_sha256(const char *path, char hex[65], char *err)

@@ -61,5 +61,8 @@ void nn_forward(nn_plan *p, const float *x, int n, float *embed, float *head);
 /* Configure the BLAS for one thread per process (call once at startup), and describe it for logs. */
 void nn_blas_init(void);
 const char *nn_blas_describe(void);
+/* A one-line hint when OpenBLAS runs kernels below what the CPU offers (OpenBLAS 0.3.21 takes AMD Zen 4/5
+ * for Haswell: AVX2 kernels on an AVX-512 CPU, half the sgemm speed); NULL when there is nothing to say. */
+const char *nn_blas_advice(void);
 
 #endif

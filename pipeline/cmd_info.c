@@ -34,6 +34,7 @@ int cmd_info(int argc, char **argv)
         info_usage(stderr);
         return MC_EXIT_USAGE;
     }
+    nn_blas_init();
     char err[MC_ERR_LEN], hex[65];
     nn_model *m = NULL;
     if (nn_model_load(path, &m, err)) {
@@ -57,6 +58,8 @@ int cmd_info(int argc, char **argv)
     if (mi->head_kind != NN_HEAD_NONE) printf(" (%d outputs)", mi->head_dim);
     printf("\nmin input:    %d px\n", mi->min_size);
     printf("sha256:       %s\n", hex);
+    printf("blas:         %s\n", nn_blas_describe());
+    if (nn_blas_advice()) printf("blas advice:  %s\n", nn_blas_advice());
     nn_model_free(m);
     return MC_EXIT_OK;
 }

@@ -52,6 +52,25 @@ def main():
         ref = np.load(os.path.join(d, "embedding.npy"))
         err = mctest.rel_max_err(emb.numpy(), ref)
         c.check(err <= TOL, "%s: embedding %s rel max err %.3g (tol %g)" % (folder, ref.shape, err, TOL))
+        if arch.startswith("convnext"):  # the other MLP form (Linear <-> 1x1 conv) on the same weights, same numbers
+            linear_now = enc_sd["stages.0.blocks.0.mlp.fc1.weight"].dim() == 2
+            other = timm_ref.create(arch, in_chans=timm_ref.in_chans_of(enc_sd, arch), conv_mlp=linear_now)
+            want = other.state_dict()
+            timm_ref.load_strict(other, {k: v.reshape(want[k].shape) for k, v in enc_sd.items()})
+            with torch.inference_mode():
+                err = mctest.rel_max_err(other.eval()(x).numpy(), ref)
+            c.check(err <= TOL, "%s: same weights through the %s MLP form: rel max err %.3g (tol %g)"
+                    % (folder, "1x1-conv" if other.stages[0].blocks[0].conv_mlp else "Linear", err, TOL))
+        if fname.endswith(".safetensors"):  # our writer round-trips what our reader read
+            import safetensors_io
+
+            path = os.path.join(mctest.tmpdir(), "roundtrip.safetensors")
+            safetensors_io.save(sd, path, metadata={"format": "pt"})
+            back, meta = safetensors_io.load(path)
+            same = list(back) == list(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+            c.check(same and meta == {"format": "pt"}, "%s: safetensors_io save/load round trip" % folder)
+            os.remove(path)
+            os.rmdir(os.path.dirname(path))
         if ckpt is not None:
             conc = timm_ref.dirichlet(emb, head_w, head_b).numpy()
             ref_c = np.load(os.path.join(d, "concentrations.npy"))

@@ -3,6 +3,7 @@
 checkpoint with a 98-answer Dirichlet head). Reads the read-only goldens in place; skips when ../shared is absent.
 """
 import os
+import shutil
 import sys
 
 import mctest
@@ -27,6 +28,8 @@ def main():
         parity_lib.forward(c, label, model, inp, os.path.join(d, "embedding.npy"), workdir=work)
         if os.path.exists(os.path.join(d, "concentrations.npy")):
             parity_lib.forward(c, label, model, inp, os.path.join(d, "concentrations.npy"), head=True, workdir=work)
+    if not c.failed:
+        shutil.rmtree(work, ignore_errors=True)
     c.finish()
 
 

@@ -73,7 +73,7 @@ static int bench_sgemm(double seconds)
 
 int main(int argc, char **argv)
 {
-    nn_blas_init();
+    nn_init();
     if (argc < 2) {
         fprintf(stderr, "usage: bench_forward forward --model PATH --batch B [--size S] [--seconds T] | sgemm\n");
         return 2;

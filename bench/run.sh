@@ -56,7 +56,7 @@ for r in $(seq "$REPEATS"); do
         dir=$(model_dir "$m")
         for b in $BATCHES; do
             rss ./build/bench/bench_forward forward --model "$dir" --batch "$b" --seconds "$SECONDS_PER" --label "$m"
-            rss $PY bench/torch_bench.py --models "$m" --batches "$b" --seconds "$SECONDS_PER"
+            rss $PY bench/torch_bench.py --models "$m" --batches "$b" --seconds "$SECONDS_PER" --weights "$dir"
         done
         echo "bench: round $r, $m done"
     done

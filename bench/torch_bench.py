@@ -57,13 +57,22 @@ def environment(threads):
     }
 
 
-def build(name):
-    """Realistic weights (tools/make_case.py: layer scales near 1, BN calibrated on real images at 96 px): with PyTorch's
-    default init efficientnet_b0's activations decay to ~1e-12, which is neither what users run nor safe from
-    subnormal slow paths."""
+def build(name, weights=None):
+    """The weights morphcat runs in the same bench (a Hub folder's pytorch_model.bin) when given, else realistic ones
+    (tools/make_case.py: layer scales near 1, BN calibrated on real images at 96 px): with PyTorch's default init
+    efficientnet_b0's activations decay to ~1e-12, which is neither what users run nor safe from subnormal slow
+    paths."""
     import make_case
 
-    return make_case.build_model(name, 3, seed=0, calib_size=96)
+    if not weights:
+        return make_case.build_model(name, 3, seed=0, calib_size=96)
+    import torch
+    import timm_ref
+
+    model = timm_ref.create(name).eval()
+    sd = torch.load(os.path.join(weights, "pytorch_model.bin"), map_location="cpu")
+    model.load_state_dict(sd, strict=True)
+    return model
 
 
 def time_one(model, batch, size, fmt, seconds, min_iters):
@@ -97,14 +106,21 @@ def main(argv=None):
     ap.add_argument("--min-iters", type=int, default=3)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--weights", help="Hub folder whose pytorch_model.bin to load (one model only)")
+    ap.add_argument("--keep-denormals", action="store_true",
+                    help="leave subnormal floats on: uniform-noise inputs then make efficientnet_b0 3-6x slower in "
+                         "torch 1.13; the default flushes them, PyTorch's best")
     a = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(a.threads)
-    print(json.dumps(environment(a.threads)), flush=True)
+    torch.set_flush_denormal(not a.keep_denormals)
+    env = environment(a.threads)
+    env["flush_denormal"] = not a.keep_denormals
+    print(json.dumps(env), flush=True)
     for name in a.models.split(","):
-        model = build(name)
+        model = build(name, a.weights)
         for batch in [int(b) for b in a.batches.split(",")]:
             for fmt in a.formats.split(","):
                 n, el = time_one(model, batch, a.size, fmt, a.seconds, a.min_iters)

@@ -7,6 +7,9 @@
 #include <errno.h>
 #include <math.h>
 #include <strings.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
@@ -389,9 +392,12 @@ void nn_forward(nn_plan *p, const float *x, int n, float *embed, float *head)
 
 /* ---- odds and ends ------------------------------------------------------------------------------------ */
 
-void nn_blas_init(void)
+void nn_init(void)
 {
     openblas_set_num_threads(1);
+#if defined(__SSE2__)
+    _mm_setcsr(_mm_getcsr() | 0x8040); /* FTZ (bit 15) and DAZ (bit 6) */
+#endif
 }
 
 const char *nn_blas_describe(void)

@@ -49,7 +49,7 @@ int cmd_forward(int argc, char **argv)
         forward_usage(stderr);
         return MC_EXIT_USAGE;
     }
-    nn_blas_init();
+    nn_init();
     char err[MC_ERR_LEN];
     nn_model *m = NULL;
     if (nn_model_load(model_path, &m, err)) {

@@ -34,7 +34,7 @@ int cmd_info(int argc, char **argv)
         info_usage(stderr);
         return MC_EXIT_USAGE;
     }
-    nn_blas_init();
+    nn_init();
     char err[MC_ERR_LEN], hex[65];
     nn_model *m = NULL;
     if (nn_model_load(path, &m, err)) {

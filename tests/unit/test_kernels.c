@@ -236,7 +236,7 @@ static void test_arena_replay(void)
 
 int main(void)
 {
-    nn_blas_init();
+    nn_init();
     test_activations();
     test_layernorm();
     test_maxpool();

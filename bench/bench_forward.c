@@ -1,11 +1,14 @@
 /* bench/bench_forward.c: morphcat's side of `make bench`. Modes:
- *   bench_forward forward --model PATH --batch B [--size S] [--seconds T]   images/s, GFLOP/s, arena, peak RSS
+ *   bench_forward forward --model PATH --batch B [--size S] [--seconds T] [--input X.npy]
+ *                                         images/s, GFLOP/s, arena, peak RSS; the batch is filled from the
+ *                                         images of X.npy (cycled), else from uniform noise
  *   bench_forward sgemm [--seconds T]                                       single-thread sgemm GFLOP/s
  * Prints one JSON object per line. One configuration per process, so peak RSS belongs to it alone.
  * Not a test: it asserts nothing about speed; bench/run.sh compares figures measured in the same run. */
 #include <cblas.h>
 #include <sys/resource.h>
 
+#include "io/npy.h"
 #include "nn/nn.h"
 
 static double arg_num(int argc, char **argv, const char *name, double dflt)
@@ -98,6 +101,21 @@ int main(int argc, char **argv)
     size_t nin = (size_t)batch * mi->in_chans * size * size;
     float *x = mc_malloc_aligned(sizeof(float) * nin), *e = mc_malloc(sizeof(float) * (size_t)batch * mi->embed_dim);
     fill(x, nin);
+    const char *input = arg_str(argc, argv, "--input");
+    if (input) { /* real galaxies: speed should be measured on the values a survey feeds */
+        io_npy a;
+        if (io_npy_open(input, &a, err) || a.ndim != 4 || a.shape[1] != mi->in_chans || a.shape[2] != size ||
+            a.shape[3] != size) {
+            fprintf(stderr, "bench_forward: %s: need (N, %d, %d, %d) float32\n", input, mi->in_chans, size, size);
+            return 1;
+        }
+        for (int i = 0; i < batch; i++)
+            if (io_npy_read_rows(&a, i % a.shape[0], 1, x + (size_t)i * a.row_floats, err)) {
+                fprintf(stderr, "bench_forward: %s\n", err);
+                return 1;
+            }
+        io_npy_close(&a);
+    }
     nn_forward(p, x, batch, e, NULL); /* warm-up: page in the arena and the weights */
     double t0 = mc_now(), c0 = cpu_seconds(), t;
     long images = 0;

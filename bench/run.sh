@@ -4,7 +4,9 @@
 # for both (PyTorch in NCHW and channels_last; its best counts), effective GFLOP/s against a single-core
 # sgemm measured in this run, and each process's peak RSS. Configurations alternate between the two
 # implementations, each in a fresh process, and every configuration is measured twice (best kept), so
-# machine noise hits both sides alike. Writes build/bench/results.jsonl and prints the table.
+# machine noise hits both sides alike. Both run the same weight file on the same 32 galaxy images (speed
+# depends on the values: torch 1.13's EfficientNet-B0 runs 2-8x slower on uniform noise than on galaxies,
+# and both flush subnormals). Writes build/bench/results.jsonl and prints the table.
 #
 # OpenBLAS core type: SkylakeX kernels on CPUs with AVX-512 (twice Haswell's sgemm there), else Haswell;
 # MC_BENCH_CORETYPE overrides. Both implementations run with the same one. Weights: the timm goldens in
@@ -50,13 +52,21 @@ rss() { # peak RSS in MB of the command, appended to its JSON line
     done < "$out/line.tmp"
 }
 
+# the same galaxy images for both: crops of ../shared/realdata, or synthetic galaxies without it
+$PY -c "
+import sys; sys.path.insert(0, 'tools')
+import numpy as np, make_case
+x, src = make_case.make_inputs(32, 224, 3, seed=5)
+np.save('$out/inputs.npy', x)
+print('bench: inputs are 32 images from', src)
+"
 ./build/bench/bench_forward sgemm --seconds 2 >> "$res"
 for r in $(seq "$REPEATS"); do
     for m in $MODELS; do
         dir=$(model_dir "$m")
         for b in $BATCHES; do
-            rss ./build/bench/bench_forward forward --model "$dir" --batch "$b" --seconds "$SECONDS_PER" --label "$m"
-            rss $PY bench/torch_bench.py --models "$m" --batches "$b" --seconds "$SECONDS_PER" --weights "$dir"
+            rss ./build/bench/bench_forward forward --model "$dir" --batch "$b" --seconds "$SECONDS_PER" --label "$m" --input "$out/inputs.npy"
+            rss $PY bench/torch_bench.py --models "$m" --batches "$b" --seconds "$SECONDS_PER" --weights "$dir" --input "$out/inputs.npy"
         done
         echo "bench: round $r, $m done"
     done

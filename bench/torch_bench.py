@@ -75,10 +75,13 @@ def build(name, weights=None):
     return model
 
 
-def time_one(model, batch, size, fmt, seconds, min_iters):
+def time_one(model, batch, size, fmt, seconds, min_iters, images=None):
     import torch
 
-    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    if images is None:
+        x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    else:  # the same galaxies morphcat's bench runs, cycled to the batch size
+        x = torch.from_numpy(images[[i % len(images) for i in range(batch)]]).contiguous()
     if fmt == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -106,6 +109,8 @@ def main(argv=None):
     ap.add_argument("--min-iters", type=int, default=3)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--input", help="(N, 3, size, size) float32 .npy of images to cycle through (default: uniform "
+                    "noise, on which torch 1.13's EfficientNet-B0 speed varies 2-8x with the values)")
     ap.add_argument("--weights", help="Hub folder whose pytorch_model.bin to load (one model only)")
     ap.add_argument("--keep-denormals", action="store_true",
                     help="leave subnormal floats on: uniform-noise inputs then make efficientnet_b0 3-6x slower in "
@@ -119,11 +124,16 @@ def main(argv=None):
     env = environment(a.threads)
     env["flush_denormal"] = not a.keep_denormals
     print(json.dumps(env), flush=True)
+    images = None
+    if a.input:
+        import numpy as np
+
+        images = np.load(a.input).astype(np.float32)
     for name in a.models.split(","):
         model = build(name, a.weights)
         for batch in [int(b) for b in a.batches.split(",")]:
             for fmt in a.formats.split(","):
-                n, el = time_one(model, batch, a.size, fmt, a.seconds, a.min_iters)
+                n, el = time_one(model, batch, a.size, fmt, a.seconds, a.min_iters, images)
                 rec = {"impl": "torch", "model": name, "batch": batch, "format": fmt, "images_per_s": round(n * batch / el, 3),
                        "size": a.size, "iters": n, "seconds": round(el, 3), "threads": a.threads,
                        "coretype": os.environ.get("OPENBLAS_CORETYPE")}

@@ -68,4 +68,33 @@ const char *nn_blas_describe(void);
  * for Haswell: AVX2 kernels on an AVX-512 CPU, half the sgemm speed); NULL when there is nothing to say. */
 const char *nn_blas_advice(void);
 
+/* ---- Galaxy Zoo decision trees: from Dirichlet concentrations to vote fractions ------------------------
+ * A schema lists the questions of a Galaxy Zoo decision tree, each with its answers (contiguous in the
+ * head's output) and the answer it depends on (asked only after that answer). Built-in schemas, compiled
+ * into the binary from the JSON files in nn/schemas/: gz_decals_dr5, gz_decals_dr8, gz_desi, gz2, gz_euclid,
+ * gz_cosmic_dawn, decals_all_campaigns (98 answers). Facts: ../shared/notes/zoobot.md section 3. */
+typedef struct nn_schema nn_schema;
+
+/* A built-in schema by name, or a JSON file of the same form by path. -1 with a message when unknown. */
+int nn_schema_load(const char *name_or_path, nn_schema **out, char *err);
+void nn_schema_free(nn_schema *s);
+const char *nn_schema_name(const nn_schema *s);
+const char *nn_schema_names(void); /* built-in names, comma separated */
+int nn_schema_n_answers(const nn_schema *s);
+int nn_schema_n_questions(const nn_schema *s);
+const char *nn_schema_question(const nn_schema *s, int q);       /* "smooth-or-featured-dr5" */
+const char *nn_schema_answer_col(const nn_schema *s, int a);     /* "smooth-or-featured-dr5_smooth" */
+int nn_schema_question_of(const nn_schema *s, int a);            /* question index of answer a */
+int nn_schema_depends_on(const nn_schema *s, int q);             /* answer index q follows, or -1 */
+
+/* For one galaxy's concentrations (n_answers): per answer the expected vote fraction alpha_a / sum over its
+ * question, and the 5% and 95% points of its Beta(alpha_a, sum - alpha_a) marginal; per question the
+ * proportion of volunteers expected to be asked it (product of fractions along the dependency chain).
+ * Any output pointer may be NULL. */
+void nn_schema_summarise(const nn_schema *s, const float *conc, float *frac, float *lo90, float *hi90,
+                         float *asked);
+
+/* Quantile of Beta(a, b) at p in (0, 1), to ~1e-10 relative (regularised incomplete beta, inverted). */
+double nn_beta_quantile(double p, double a, double b);
+
 #endif

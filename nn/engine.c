@@ -110,7 +110,7 @@ const float *nn_load(nn_loader *L, int ndim, const int *dims, const char *fmt, .
 {
     if (L->failed) return NULL;
     char key[512], want[256], got[256];
-    int64_t wshape[NN_WMAXDIM];
+    int64_t wshape[NN_WMAXDIM] = {0};
     for (int i = 0; i < ndim; i++) wshape[i] = dims[i];
     va_list ap;
     va_start(ap, fmt);

@@ -158,10 +158,9 @@ void nn_im2col(const float *x, int h, int w, int c, int kh, int kw, int stride, 
  * aligned(4) so loads and stores at any channel offset are legal. */
 typedef float v16f __attribute__((vector_size(64), aligned(4)));
 
-static inline v16f v16_load(const float *p)
-{
-    return *(const v16f *)p;
-}
+/* a macro, not a function: returning a 64-byte vector by value would change the calling convention on
+ * builds without AVX-512 (GCC's -Wpsabi) */
+#define v16_load(p) (*(const v16f *)(p))
 
 /* One output pixel at any position: taps clipped to the image (borders). */
 static void dw_pixel(const float *x, int w, int c, const float *k, const float *b, int kw, int iy0, int ix0, int ky_lo,

@@ -92,6 +92,27 @@ static inline MC_PRINTF(2, 3) int mc_fail(char *err, const char *fmt, ...)
     return -1;
 }
 
+/* Status of one catalogue row (one galaxy). Stored in the catalogue; values are stable across versions.
+ * PENDING is the fill value of a row no rank has finished; everything from MISSING up is a per-galaxy
+ * failure with a message naming the file, the object and the reason; the run goes on past it. */
+typedef enum {
+    MC_ROW_PENDING = 0,
+    MC_ROW_OK = 1,
+    MC_ROW_MISSING = 2,    /* file absent or unreadable (permissions, I/O error) */
+    MC_ROW_CORRUPT = 3,    /* not a readable FITS/PNG/JPEG: truncated, corrupt, wrong format */
+    MC_ROW_BAD_SHAPE = 4,  /* decoded, but not what the recipe needs: dimensions, bands, too small */
+    MC_ROW_BAD_PIXELS = 5, /* NaN/Inf, or bands mostly zero or blank */
+    MC_ROW_BAD_ROW = 6,    /* the manifest row itself is unusable (empty path, bad ra/dec) */
+} mc_row_status;
+#define MC_ROW_NSTATUS 7
+
+static inline const char *mc_row_status_name(int s)
+{
+    static const char *const names[MC_ROW_NSTATUS] = {"pending",   "ok",         "missing_file", "corrupt_file",
+                                                      "bad_shape", "bad_pixels", "bad_manifest_row"};
+    return s >= 0 && s < MC_ROW_NSTATUS ? names[s] : "unknown";
+}
+
 /* Monotonic seconds. */
 static inline double mc_now(void)
 {

@@ -1,0 +1,126 @@
+/* io/cutout.c: io_cutout_read's front door: opens the file, tells missing from empty, picks the decoder by
+ * the file's first bytes (not its name) and owns the reusable pixel buffer. The decoders live in
+ * io/cutout_fits.c and io/cutout_image.c; nothing here looks at pixel values. */
+#include "io/cutout_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+int io_cutout_fail(char *err, int status, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, MC_ERR_LEN, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+float *io_cutout_reserve(io_cutout *c, size_t n)
+{
+    if (c->cap < n || !c->pix) {
+        free(c->pix);
+        c->pix = (float *)mc_malloc_aligned(n * sizeof(float));
+        c->cap = n;
+    }
+    return c->pix;
+}
+
+int io_cutout_check_size(const char *path, const char *what, int64_t w, int64_t h, int64_t nband, char *err)
+{
+    if (w < 1 || h < 1 || nband < 1)
+        return io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: %s has an empty axis (%lld x %lld x %lld)", path,
+                              what, (long long)nband, (long long)h, (long long)w);
+    /* Each factor is below 2^31 here, so the products cannot overflow int64. */
+    if (w > IO_MAX_PIXELS || h > IO_MAX_PIXELS || w * h > IO_MAX_PIXELS || w * h * nband > IO_MAX_PIXELS)
+        return io_cutout_fail(err, MC_ROW_BAD_SHAPE,
+                              "%s: %s is too large (%lld planes of %lld x %lld pixels; limit %lld floats)",
+                              path, what, (long long)nband, (long long)h, (long long)w,
+                              (long long)IO_MAX_PIXELS);
+    return MC_ROW_OK;
+}
+
+static const unsigned char PNG_SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+/* Lower-case extension after the last dot of the file name, or "". */
+static const char *name_ext(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    const char *dot = strrchr(base, '.');
+    return dot ? dot + 1 : "";
+}
+
+int io_cutout_read(const char *path, const io_read_opts *opts, io_cutout *c, char *err)
+{
+    MC_ASSERT(path && c);
+    /* Everything but the buffer describes the previous file: reset it. */
+    float *pix = c->pix;
+    size_t cap = c->cap;
+    memset(c, 0, sizeof *c);
+    c->pix = pix;
+    c->cap = cap;
+    c->ra = c->dec = NAN;
+    if (err) err[0] = 0;
+
+    FILE *f = fopen(path, "rb");
+    if (!f) return io_cutout_fail(err, MC_ROW_MISSING, "%s: cannot open (%s)", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        int e = errno;
+        fclose(f);
+        return io_cutout_fail(err, MC_ROW_MISSING, "%s: cannot stat (%s)", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return io_cutout_fail(err, MC_ROW_MISSING, "%s: is a directory, not a cutout file", path);
+    }
+    unsigned char magic[16];
+    size_t nmagic = fread(magic, 1, sizeof magic, f);
+    if (nmagic == 0) {
+        int bad = ferror(f), e = errno;
+        fclose(f);
+        if (bad) return io_cutout_fail(err, MC_ROW_MISSING, "%s: cannot read (%s)", path, strerror(e));
+        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: empty file (0 bytes)", path);
+    }
+    const char *ext = name_ext(path);
+    int status;
+    if (nmagic >= 8 && !memcmp(magic, PNG_SIG, 8)) {
+        rewind(f);
+        c->kind = IO_KIND_PNG;
+        status = io_cutout_png_read(path, f, c, err);
+        fclose(f);
+    } else if (nmagic >= 3 && magic[0] == 0xff && magic[1] == 0xd8 && magic[2] == 0xff) {
+        rewind(f);
+        c->kind = IO_KIND_JPEG;
+        status = io_cutout_jpeg_read(path, f, c, err);
+        fclose(f);
+    } else {
+        fclose(f);
+        if (!strcasecmp(ext, "png"))
+            return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: not a PNG file (bad signature)", path);
+        if (!strcasecmp(ext, "jpg") || !strcasecmp(ext, "jpeg"))
+            return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: not a JPEG file (no SOI marker)", path);
+        c->kind = IO_KIND_FITS;
+        status =
+            io_cutout_fits_read(path, magic, nmagic, (int64_t)st.st_size, opts ? opts->hdu : NULL, c, err);
+    }
+    if (status != MC_ROW_OK) {
+        /* Leave no half-described cutout behind; the buffer stays for the next file. */
+        c->nband = c->h = c->w = 0;
+        c->has_wcs = 0;
+        c->ra = c->dec = NAN;
+    }
+    return status;
+}
+
+void io_cutout_free(io_cutout *c)
+{
+    if (!c) return;
+    free(c->pix);
+    c->pix = NULL;
+    c->cap = 0;
+}

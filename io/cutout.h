@@ -1,0 +1,43 @@
+/* io/cutout.h: one cutout file decoded to float planes. FITS through CFITSIO (g,r,z cubes, HSC 5-band
+ * cubes, 2-D images, multi-extension files, BITPIX 8/16/32/64/-32/-64 with BSCALE/BZERO, tile-compressed
+ * and gzipped files), PNG through libpng, JPEG through libjpeg; and the centre's RA/Dec from the FITS WCS
+ * through wcslib. It knows no recipes (io/preprocess.h) and no catalogue. */
+#ifndef IO_CUTOUT_H
+#define IO_CUTOUT_H
+
+#include "mc.h"
+
+#define IO_MAX_BANDS 16
+/* Largest cutout decoded, in floats over all planes (512 MiB). Larger images are refused (MC_ROW_BAD_SHAPE)
+ * from their header, before anything is allocated, so a corrupt header cannot exhaust memory. */
+#define IO_MAX_PIXELS ((int64_t)1 << 27)
+
+typedef enum { IO_KIND_FITS, IO_KIND_PNG, IO_KIND_JPEG } io_kind;
+
+typedef struct io_cutout {
+    io_kind kind;
+    int nband, h, w; /* nband planes of h rows x w columns */
+    float *pix;      /* nband * h * w floats, plane-major. Row 0 is the first row stored in the file: FITS's
+                      * bottom row (y = 1), a PNG's or JPEG's top row. PNG/JPEG values are 0..255 (8-bit;
+                      * 16-bit PNGs scaled to 0..255), grey images have 1 plane, alpha is dropped. */
+    size_t cap;      /* floats allocated at pix; the buffer is reused by the next read into this cutout */
+    char band[IO_MAX_BANDS][16]; /* band name per plane from the header (BAND0.., BANDS, FILTER), else "" */
+    int has_wcs;     /* a celestial WCS was found and evaluated */
+    double ra, dec;  /* world coordinates (deg) of the image centre, pixel ((w+1)/2, (h+1)/2) in FITS terms */
+    int hdu;         /* 1-based HDU number read (FITS) */
+    char extname[72];
+} io_cutout;
+
+typedef struct io_read_opts {
+    const char *hdu; /* EXTNAME (or "EXTNAME,EXTVER") or 1-based HDU number to read; NULL or "": the first
+                      * HDU holding an image. Ignored for PNG and JPEG. */
+} io_read_opts;
+
+/* Decode path into c, reusing c's pixel buffer. Returns MC_ROW_OK, or a per-galaxy failure status
+ * (MC_ROW_MISSING, MC_ROW_CORRUPT, MC_ROW_BAD_SHAPE) with one line in err naming the file and the reason
+ * (e.g. "cutouts/x.fits: truncated: header promises 3x256x256 pixels, file ends after 2 planes").
+ * Never crashes on malformed files. Thread-safe: one io_cutout per thread (CFITSIO is built reentrant). */
+int io_cutout_read(const char *path, const io_read_opts *opts, io_cutout *c, char *err);
+void io_cutout_free(io_cutout *c);
+
+#endif

@@ -1,0 +1,380 @@
+/* io/cutout_fits.c: FITS cutouts through CFITSIO (plain, gzipped and tile-compressed files; every BITPIX,
+ * scaled by CFITSIO with BSCALE/BZERO; BLANK pixels become NaN) and the centre's RA/Dec through wcslib.
+ * It keeps planes as stored (row 0 = FITS y = 1) and never judges pixel values: that is io/preprocess.c. */
+#include "io/cutout_internal.h"
+
+#include <fitsio.h>
+#include <math.h>
+#include <strings.h>
+#include <wcslib/wcslib.h>
+
+#define FITS_MAXDIM 9
+
+/* CFITSIO's short text for a status code ("tried to move past end of file"). */
+static const char *fits_reason(int status, char *buf)
+{
+    fits_get_errstatus(status, buf);
+    return buf;
+}
+
+static const char *bitpix_name(int bitpix)
+{
+    switch (bitpix) {
+    case BYTE_IMG:
+        return "uint8";
+    case SHORT_IMG:
+        return "int16";
+    case LONG_IMG:
+        return "int32";
+    case LONGLONG_IMG:
+        return "int64";
+    case FLOAT_IMG:
+        return "float32";
+    case DOUBLE_IMG:
+        return "float64";
+    default:
+        return "?";
+    }
+}
+
+static const char *hdu_type_name(int hdutype)
+{
+    return hdutype == BINARY_TBL ? "binary table" : hdutype == ASCII_TBL ? "ASCII table" : "image";
+}
+
+/* Copy a header string into dst, trimmed of the blanks FITS pads strings with. Bytes outside printable
+ * ASCII (illegal in FITS headers, seen in damaged files) become '?', so names stay valid text downstream. */
+static void copy_trimmed(char *dst, size_t cap, const char *src)
+{
+    while (*src == ' ') src++;
+    size_t n = strlen(src);
+    while (n > 0 && src[n - 1] == ' ') n--;
+    if (n >= cap) n = cap - 1;
+    for (size_t i = 0; i < n; i++) dst[i] = src[i] >= 0x20 && src[i] <= 0x7e ? src[i] : '?';
+    dst[n] = 0;
+}
+
+/* A string keyword of the current HDU, or 0 when absent. Never disturbs the caller's status. */
+static int key_string(fitsfile *f, const char *key, char *val)
+{
+    int st = 0;
+    char comment[FLEN_COMMENT];
+    val[0] = 0;
+    if (fits_read_key(f, TSTRING, key, val, comment, &st)) return 0;
+    return 1;
+}
+
+/* Band names from the DECaLS convention (BAND0, BAND1, ...), else BANDS ("grz", or names separated by
+ * commas or blanks), else FILTER for a single plane. Returns 1 when any name was found. */
+static int read_band_names(fitsfile *f, io_cutout *c)
+{
+    char v[FLEN_VALUE], key[FLEN_KEYWORD];
+    int found = 0;
+    for (int i = 0; i < c->nband; i++) {
+        snprintf(key, sizeof key, "BAND%d", i);
+        if (key_string(f, key, v)) {
+            copy_trimmed(c->band[i], sizeof c->band[i], v);
+            found = 1;
+        }
+    }
+    if (found) return 1;
+    if (key_string(f, "BANDS", v)) {
+        char t[FLEN_VALUE];
+        copy_trimmed(t, sizeof t, v);
+        int nt = 0;
+        char names[IO_MAX_BANDS][16];
+        for (char *p = t; *p && nt <= IO_MAX_BANDS;) {
+            while (*p == ',' || *p == ' ' || *p == ';') p++;
+            if (!*p) break;
+            char *q = p;
+            while (*q && *q != ',' && *q != ' ' && *q != ';') q++;
+            if (nt < IO_MAX_BANDS) {
+                char tok[FLEN_VALUE];
+                snprintf(tok, sizeof tok, "%.*s", (int)(q - p), p);
+                copy_trimmed(names[nt], sizeof names[nt], tok);
+            }
+            nt++;
+            p = q;
+        }
+        if (nt == c->nband) {
+            for (int i = 0; i < nt; i++) snprintf(c->band[i], sizeof c->band[i], "%s", names[i]);
+            return 1;
+        }
+        /* The Legacy Surveys write BANDS = 'grz': one letter per plane. */
+        if (nt == 1 && (int)strlen(t) == c->nband) {
+            for (int i = 0; i < c->nband; i++)
+                snprintf(c->band[i], sizeof c->band[i], "%c", t[i] >= 0x20 && t[i] <= 0x7e ? t[i] : '?');
+            return 1;
+        }
+    }
+    if (c->nband == 1 && key_string(f, "FILTER", v)) {
+        copy_trimmed(c->band[0], sizeof c->band[0], v);
+        return c->band[0][0] != 0;
+    }
+    return 0;
+}
+
+/* Centre of the image in world coordinates from the celestial axes of the primary (unlettered) WCS. ax_x
+ * and ax_y are the 0-based FITS axes that became the planes' columns and rows; every other axis (the band
+ * axis, degenerate axes) is evaluated at pixel 1. A missing or unusable WCS just leaves has_wcs = 0. */
+static void read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c)
+{
+    char *hdr = NULL;
+    int nkeys = 0, st = 0;
+    /* convert_hdr2str gives a tile-compressed image's header as the uncompressed image's. */
+    if (fits_convert_hdr2str(f, 0, NULL, 0, &hdr, &nkeys, &st) || !hdr) {
+        if (hdr) fits_free_memory(hdr, &st);
+        return;
+    }
+    int nreject = 0, nwcs = 0;
+    struct wcsprm *wcs = NULL;
+    if (wcspih(hdr, nkeys, WCSHDR_all, 0, &nreject, &nwcs, &wcs) == 0 && nwcs > 0) {
+        int pick = 0;
+        for (int i = 0; i < nwcs; i++)
+            if (wcs[i].alt[0] == ' ' || wcs[i].alt[0] == 0) {
+                pick = i;
+                break;
+            }
+        struct wcsprm sub;
+        memset(&sub, 0, sizeof sub);
+        sub.flag = -1;
+        int nsub = 2, axes[2] = {WCSSUB_LONGITUDE, WCSSUB_LATITUDE};
+        if (wcssub(1, &wcs[pick], &nsub, axes, &sub) == 0 && nsub == 2 && wcsset(&sub) == 0 && sub.lng >= 0 &&
+            sub.lat >= 0) {
+            double pix[2], img[2], phi, theta, world[2];
+            int stat[1];
+            for (int k = 0; k < 2; k++) {
+                int a = axes[k] - 1; /* 0-based FITS axis this celestial axis came from */
+                pix[k] = a == ax_x ? (c->w + 1) / 2.0 : a == ax_y ? (c->h + 1) / 2.0 : 1.0;
+            }
+            if (wcsp2s(&sub, 1, 2, pix, img, &phi, &theta, world, stat) == 0 && isfinite(world[sub.lng]) &&
+                isfinite(world[sub.lat])) {
+                c->ra = world[sub.lng];
+                c->dec = world[sub.lat];
+                c->has_wcs = 1;
+            }
+        }
+        if (sub.flag != -1) wcsfree(&sub);
+    }
+    if (wcs) wcsvfree(&nwcs, &wcs);
+    st = 0;
+    fits_free_memory(hdr, &st);
+}
+
+/* Image dimensions of the current HDU; *npix 0 when it holds no data. */
+static int hdu_dims(fitsfile *f, int *bitpix, int *naxis, LONGLONG *naxes, LONGLONG *npix, int *status)
+{
+    *naxis = 0;
+    *npix = 0;
+    if (fits_get_img_paramll(f, FITS_MAXDIM, bitpix, naxis, naxes, status)) return *status;
+    if (*naxis > 0) {
+        *npix = 1;
+        for (int i = 0; i < *naxis && i < FITS_MAXDIM; i++) *npix = naxes[i] > 0 ? *npix * naxes[i] : 0;
+    }
+    return 0;
+}
+
+/* Move to the HDU named by sel (number, EXTNAME, "EXTNAME,EXTVER" or PRIMARY). */
+static int move_to_named(fitsfile *f, const char *path, const char *sel, int *hdutype, char *err)
+{
+    int st = 0;
+    char *end;
+    long num = strtol(sel, &end, 10);
+    if (end != sel && *end == 0) {
+        if (num < 1)
+            return io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: bad HDU number %s (HDUs count from 1)", path,
+                                  sel);
+        if (fits_movabs_hdu(f, (int)num, hdutype, &st)) {
+            int n = 0, s2 = 0;
+            fits_get_num_hdus(f, &n, &s2);
+            return io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: no HDU %ld (the file has %d)", path, num, n);
+        }
+        return MC_ROW_OK;
+    }
+    char name[FLEN_VALUE];
+    snprintf(name, sizeof name, "%s", sel);
+    int ver = 0;
+    char *comma = strchr(name, ',');
+    if (comma) {
+        *comma = 0;
+        ver = (int)strtol(comma + 1, &end, 10);
+        if (end == comma + 1 || *end)
+            return io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: bad HDU selector '%s'", path, sel);
+    }
+    if (!strcasecmp(name, "PRIMARY") && ver == 0) {
+        fits_movabs_hdu(f, 1, hdutype, &st);
+        return MC_ROW_OK;
+    }
+    if (fits_movnam_hdu(f, ANY_HDU, name, ver, &st)) {
+        if (st == BAD_HDU_NUM)
+            return io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: no HDU named '%s'", path, sel);
+        char why[FLEN_STATUS];
+        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: unreadable while looking for HDU '%s' (cfitsio: %s)",
+                              path, sel, fits_reason(st, why));
+    }
+    fits_get_hdu_type(f, hdutype, &st);
+    return MC_ROW_OK;
+}
+
+/* Move to the first HDU holding image data (a tile-compressed image counts as an image). */
+static int move_to_first_image(fitsfile *f, const char *path, char *err)
+{
+    char seen[256] = "";
+    size_t used = 0;
+    for (int k = 1;; k++) {
+        int st = 0, hdutype = 0;
+        if (fits_movabs_hdu(f, k, &hdutype, &st)) {
+            if (st == END_OF_FILE || st == BAD_HDU_NUM) {
+                return io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: no HDU holds an image (%d HDU%s: %s)", path,
+                                      k - 1, k - 1 == 1 ? "" : "s", seen);
+            }
+            char why[FLEN_STATUS];
+            return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d is unreadable (cfitsio: %s)", path, k,
+                                  fits_reason(st, why));
+        }
+        if (hdutype == IMAGE_HDU) {
+            int bitpix, naxis;
+            LONGLONG naxes[FITS_MAXDIM], npix;
+            if (hdu_dims(f, &bitpix, &naxis, naxes, &npix, &st)) {
+                char why[FLEN_STATUS];
+                return io_cutout_fail(err, MC_ROW_CORRUPT,
+                                      "%s: HDU %d has an unreadable image header (cfitsio: %s)", path, k,
+                                      fits_reason(st, why));
+            }
+            if (npix > 0) return MC_ROW_OK;
+            if (used < sizeof seen - 40)
+                used += snprintf(seen + used, sizeof seen - used, "%sHDU %d empty", k > 1 ? ", " : "", k);
+        } else if (used < sizeof seen - 40) {
+            used += snprintf(seen + used, sizeof seen - used, "%sHDU %d %s", k > 1 ? ", " : "", k,
+                             hdu_type_name(hdutype));
+        }
+    }
+}
+
+int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
+                        const char *hdu, io_cutout *c, char *err)
+{
+    int plain = nmagic >= 9 && !memcmp(magic, "SIMPLE  =", 9);
+    int gz = nmagic >= 2 && magic[0] == 0x1f && (magic[1] == 0x8b || magic[1] == 0x9d);
+    fitsfile *f = NULL;
+    int status = 0;
+    char why[FLEN_STATUS];
+    /* diskfile: the path is a plain file name, never CFITSIO's extended syntax ("x.fits[1]", "a=b"). */
+    if (fits_open_diskfile(&f, path, READONLY, &status)) {
+        if (f) {
+            int s2 = 0;
+            fits_close_file(f, &s2);
+        }
+        if (plain)
+            return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: unreadable FITS header (cfitsio: %s)", path,
+                                  fits_reason(status, why));
+        if (gz)
+            return io_cutout_fail(err, MC_ROW_CORRUPT,
+                                  "%s: compressed file that does not hold a readable FITS (cfitsio: %s)",
+                                  path, fits_reason(status, why));
+        return io_cutout_fail(
+            err, MC_ROW_CORRUPT, "%s: not a FITS, PNG or JPEG file (first bytes %02x %02x %02x %02x)", path,
+            magic[0], nmagic > 1 ? magic[1] : 0, nmagic > 2 ? magic[2] : 0, nmagic > 3 ? magic[3] : 0);
+    }
+    int rc = MC_ROW_OK, hdutype = IMAGE_HDU;
+    if (hdu && hdu[0])
+        rc = move_to_named(f, path, hdu, &hdutype, err);
+    else
+        rc = move_to_first_image(f, path, err);
+    int hdunum = 0;
+    fits_get_hdu_num(f, &hdunum);
+    if (rc != MC_ROW_OK) goto done;
+    if (hdutype != IMAGE_HDU) {
+        rc = io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: HDU %d is a %s, not an image", path, hdunum,
+                            hdu_type_name(hdutype));
+        goto done;
+    }
+    int bitpix = 0, naxis = 0;
+    LONGLONG naxes[FITS_MAXDIM], npix = 0;
+    if (hdu_dims(f, &bitpix, &naxis, naxes, &npix, &status)) {
+        rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d has an unreadable image header (cfitsio: %s)",
+                            path, hdunum, fits_reason(status, why));
+        goto done;
+    }
+    if (naxis > FITS_MAXDIM || npix == 0) {
+        rc = io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: HDU %d holds no image data (NAXIS = %d)", path,
+                            hdunum, naxis);
+        goto done;
+    }
+    /* Drop degenerate (length 1) axes: 1 x N x N and N x N x 1 cubes are images. The first two remaining
+     * axes are columns and rows, a third one the planes. */
+    int keep[FITS_MAXDIM], nkeep = 0;
+    for (int i = 0; i < naxis; i++)
+        if (naxes[i] > 1) keep[nkeep++] = i;
+    char shape[96];
+    {
+        size_t u = 0;
+        for (int i = naxis - 1; i >= 0; i--)
+            u += snprintf(shape + u, sizeof shape - u, "%s%lld", i == naxis - 1 ? "" : "x",
+                          (long long)naxes[i]);
+    }
+    if (nkeep < 2 || nkeep > 3) {
+        rc = io_cutout_fail(err, MC_ROW_BAD_SHAPE,
+                            "%s: HDU %d is a %d-D image (%s); need a 2-D image or a cube of planes", path,
+                            hdunum, nkeep, shape);
+        goto done;
+    }
+    LONGLONG w = naxes[keep[0]], h = naxes[keep[1]], nb = nkeep == 3 ? naxes[keep[2]] : 1;
+    if (nb > IO_MAX_BANDS) {
+        rc = io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: HDU %d has %lld planes (%s); at most %d are read",
+                            path, hdunum, (long long)nb, shape, IO_MAX_BANDS);
+        goto done;
+    }
+    char what[32];
+    snprintf(what, sizeof what, "HDU %d", hdunum);
+    if ((rc = io_cutout_check_size(path, what, w, h, nb, err)) != MC_ROW_OK) goto done;
+    c->w = (int)w;
+    c->h = (int)h;
+    c->nband = (int)nb;
+    c->hdu = hdunum;
+    LONGLONG datastart = 0, headstart = 0, dataend = 0;
+    int s2 = 0;
+    fits_get_hduaddrll(f, &headstart, &datastart, &dataend, &s2);
+    int s3 = 0, zimg = fits_is_compressed_image(f, &s3);
+    int64_t plane_bytes = (int64_t)w * h * (bitpix < 0 ? -bitpix : bitpix) / 8;
+    /* A plain file shorter than its header promises is refused before reading (the usual damage: a
+     * download cut short). Gzipped and tile-compressed data are checked by CFITSIO as it decompresses. */
+    if (plain && !zimg && size < datastart + plane_bytes * nb) {
+        int64_t have = size > datastart ? size - datastart : 0;
+        rc = io_cutout_fail(
+            err, MC_ROW_CORRUPT,
+            "%s: truncated: header promises %s %s pixels (%lld bytes), file ends after %lld of %lld planes",
+            path, shape, bitpix_name(bitpix), (long long)(plane_bytes * nb), (long long)(have / plane_bytes),
+            (long long)nb);
+        goto done;
+    }
+    float *pix = io_cutout_reserve(c, (size_t)(w * h * nb));
+    /* A NaN null value makes CFITSIO return BLANK (integer) and NaN (float) pixels as NaN. */
+    float nanv = NAN;
+    int anynul = 0;
+    if (fits_read_img(f, TFLOAT, 1, npix, &nanv, pix, &anynul, &status)) {
+        rc = io_cutout_fail(err, MC_ROW_CORRUPT,
+                            "%s: HDU %d: truncated or corrupt %s pixel data (cfitsio: %s)", path, hdunum,
+                            zimg ? "tile-compressed" : bitpix_name(bitpix), fits_reason(status, why));
+        goto done;
+    }
+    char v[FLEN_VALUE];
+    if (key_string(f, "EXTNAME", v)) copy_trimmed(c->extname, sizeof c->extname, v);
+    if (!read_band_names(f, c) && hdunum > 1) {
+        /* INHERIT = T: keywords missing here are taken from the primary header (FITS extension convention).
+         */
+        int inherit = 0, st = 0;
+        if (!fits_read_key(f, TLOGICAL, "INHERIT", &inherit, NULL, &st) && inherit) {
+            st = 0;
+            int t;
+            if (!fits_movabs_hdu(f, 1, &t, &st)) read_band_names(f, c);
+            st = 0;
+            fits_movabs_hdu(f, hdunum, &t, &st);
+        }
+    }
+    read_wcs_centre(f, keep[0], keep[1], c);
+done:
+    s2 = 0;
+    fits_close_file(f, &s2);
+    return rc;
+}

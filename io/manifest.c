@@ -1,0 +1,552 @@
+/* io/manifest.c: CSV manifests (libcsv, streamed in 1 MiB chunks) and folder listings, with every string in
+ * one arena so a million rows cost two allocations that grow geometrically. It checks the manifest's own
+ * rules only; whether the files exist is the cutout reader's business. */
+#include "io/manifest.h"
+
+#include <csv.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+/* ---------------------------------------------------------------------------------- string arena */
+
+/* Strings are appended to one growing buffer and referenced by offset while it may still move; offsets
+ * become pointers once, at the end (arena_fix). Offset 0 is reserved for NULL. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} arena;
+
+static size_t arena_put(arena *a, const char *s, size_t n)
+{
+    if (a->len + n + 1 > a->cap) {
+        size_t cap = a->cap ? a->cap : 1 << 16;
+        while (a->len + n + 1 > cap) cap *= 2;
+        a->buf = (char *)mc_realloc(a->buf, cap);
+        a->cap = cap;
+    }
+    size_t off = a->len;
+    memcpy(a->buf + off, s, n);
+    a->buf[off + n] = 0;
+    a->len += n + 1;
+    return off;
+}
+
+/* Offsets travel in the row's pointer fields until the arena stops moving. */
+static char *off_ptr(size_t off)
+{
+    return (char *)(uintptr_t)off;
+}
+
+static char *arena_fix(const arena *a, char *p)
+{
+    size_t off = (size_t)(uintptr_t)p;
+    return off ? a->buf + off : NULL;
+}
+
+/* ---------------------------------------------------------------------------------- shared helpers */
+
+static void sha_hex(EVP_MD_CTX *md, char *hex)
+{
+    unsigned char dig[32];
+    unsigned int dl = 0;
+    EVP_DigestFinal_ex(md, dig, &dl);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", dig[i]);
+}
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* One error line when two rows share an id_str; where[] names them (CSV lines or file names). */
+static int check_duplicates(io_manifest *m, const int64_t *line, char *const *file, const char *path,
+                            char *err)
+{
+    size_t cap = 16;
+    while (cap < 2 * (size_t)m->n + 16) cap *= 2;
+    int64_t *tab = (int64_t *)mc_calloc(cap, sizeof(int64_t));
+    int rc = 0;
+    for (int64_t i = 0; i < m->n && !rc; i++) {
+        const char *id = m->rows[i].id_str;
+        if (!id || !id[0]) continue;
+        size_t h = (size_t)hash_str(id) & (cap - 1);
+        for (;; h = (h + 1) & (cap - 1)) {
+            if (!tab[h]) {
+                tab[h] = i + 1;
+                break;
+            }
+            int64_t j = tab[h] - 1;
+            if (!strcmp(m->rows[j].id_str, id)) {
+                if (line)
+                    rc = mc_fail(err, "%s: duplicate id_str '%s' on lines %lld and %lld", path, id,
+                                 (long long)line[j], (long long)line[i]);
+                else
+                    rc = mc_fail(err, "%s: duplicate id_str '%s' from files %s and %s", path, id, file[j],
+                                 file[i]);
+                break;
+            }
+        }
+    }
+    free(tab);
+    return rc;
+}
+
+static void finish_widths(io_manifest *m)
+{
+    m->max_id_len = m->max_path_len = 0;
+    for (int64_t i = 0; i < m->n; i++) {
+        int li = m->rows[i].id_str ? (int)strlen(m->rows[i].id_str) : 0;
+        int lp = m->rows[i].path ? (int)strlen(m->rows[i].path) : 0;
+        if (li > m->max_id_len) m->max_id_len = li;
+        if (lp > m->max_path_len) m->max_path_len = lp;
+    }
+}
+
+/* ---------------------------------------------------------------------------------- CSV */
+
+enum { COL_ID, COL_PATH, COL_RA, COL_DEC, COL_HDU, NCOL };
+
+typedef struct {
+    const char *path;
+    const char *dir; /* manifest's folder with a trailing '/', or "" */
+    size_t dirlen;
+    arena a;
+    io_manifest_row *rows;
+    int64_t *line;
+    int64_t n, cap;
+    int64_t cur_line, rec_line; /* line being fed; line where the current record began */
+    int in_rec;
+    int header_done, nheader;
+    int col[NCOL]; /* field index of each column, -1 if absent */
+    char **hnames; /* header names (only while reading the header) */
+    int nh_cap;
+    /* current record */
+    int nfield;
+    size_t val[NCOL]; /* arena offsets of the interesting fields (0 = absent) */
+    size_t val_len[NCOL];
+    char *hdr_err; /* whole-manifest error while reading the header */
+} csv_state;
+
+static void cb_field(void *s, size_t len, void *data)
+{
+    csv_state *st = (csv_state *)data;
+    if (!st->in_rec) {
+        st->in_rec = 1;
+        st->rec_line = st->cur_line;
+    }
+    int k = st->nfield++;
+    if (!st->header_done) {
+        if (k >= st->nh_cap) {
+            st->nh_cap = st->nh_cap ? 2 * st->nh_cap : 16;
+            st->hnames = (char **)mc_realloc(st->hnames, (size_t)st->nh_cap * sizeof(char *));
+        }
+        char *h = (char *)mc_malloc(len + 1);
+        memcpy(h, s, len);
+        h[len] = 0;
+        st->hnames[k] = h;
+        return;
+    }
+    for (int c = 0; c < NCOL; c++)
+        if (st->col[c] == k) {
+            const char *v = (const char *)s;
+            if (c == COL_PATH && len > 0 && v[0] != '/' && st->dirlen) {
+                /* relative path: resolved against the manifest's folder */
+                size_t off = arena_put(&st->a, st->dir, st->dirlen);
+                st->a.len--; /* drop the NUL so the path continues the folder */
+                arena_put(&st->a, v, len);
+                st->val[c] = off;
+                st->val_len[c] = st->dirlen + len;
+            } else {
+                st->val[c] = arena_put(&st->a, v, len);
+                st->val_len[c] = len;
+            }
+        }
+}
+
+static const char *const ID_NAMES[] = {"id_str", "id", "objid", NULL};
+static const char *const PATH_NAMES[] = {"file_loc", "path", "file", "filename", "location", NULL};
+
+/* Trimmed copy of a header name for comparison (libcsv keeps blanks inside quotes). */
+static int name_is(const char *h, const char *want)
+{
+    while (*h == ' ' || *h == '\t') h++;
+    size_t n = strlen(h);
+    while (n && (h[n - 1] == ' ' || h[n - 1] == '\t')) n--;
+    return n == strlen(want) && !strncasecmp(h, want, n);
+}
+
+static void header_done(csv_state *st)
+{
+    static const char *const *const sets[NCOL] = {ID_NAMES, PATH_NAMES, NULL, NULL, NULL};
+    static const char *const single[NCOL] = {NULL, NULL, "ra", "dec", "hdu"};
+    for (int c = 0; c < NCOL; c++) {
+        st->col[c] = -1;
+        if (sets[c]) {
+            for (int a = 0; sets[c][a] && st->col[c] < 0; a++)
+                for (int k = 0; k < st->nfield; k++)
+                    if (name_is(st->hnames[k], sets[c][a])) {
+                        st->col[c] = k;
+                        break;
+                    }
+        } else {
+            for (int k = 0; k < st->nfield; k++)
+                if (name_is(st->hnames[k], single[c])) {
+                    st->col[c] = k;
+                    break;
+                }
+        }
+    }
+    st->nheader = st->nfield;
+    if (st->col[COL_ID] < 0 || st->col[COL_PATH] < 0) {
+        char have[400];
+        size_t u = 0;
+        for (int k = 0; k < st->nfield && u < sizeof have - 40; k++)
+            u += (size_t)snprintf(have + u, sizeof have - u, "%s%s", k ? ", " : "", st->hnames[k]);
+        if (u >= sizeof have - 40) snprintf(have + u, sizeof have - u, ", ...");
+        st->hdr_err = (char *)mc_malloc(MC_ERR_LEN);
+        mc_fail(st->hdr_err, "%s: line %lld: no %s column (accepted: %s); the header has: %s", st->path,
+                (long long)st->rec_line, st->col[COL_ID] < 0 ? "id_str" : "path",
+                st->col[COL_ID] < 0 ? "id_str, id, objid" : "file_loc, path, file, filename, location", have);
+    }
+    for (int k = 0; k < st->nfield; k++) free(st->hnames[k]);
+    st->header_done = 1;
+}
+
+/* A number of degrees in [lo, hi]; empty or "nan" is no value (NAN). Returns 0, or -1 if unusable. */
+static int parse_degrees(const char *s, double lo, double hi, double *out)
+{
+    while (*s == ' ') s++;
+    if (!*s || !strcasecmp(s, "nan")) {
+        *out = NAN;
+        return 0;
+    }
+    char *end;
+    double v = strtod(s, &end);
+    while (*end == ' ') end++;
+    if (end == s || *end || !isfinite(v) || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static void cb_record(int c, void *data)
+{
+    (void)c;
+    csv_state *st = (csv_state *)data;
+    if (!st->in_rec) {
+        st->in_rec = 1;
+        st->rec_line = st->cur_line;
+    }
+    if (!st->header_done) {
+        header_done(st);
+        goto reset;
+    }
+    if (st->hdr_err) goto reset;
+    if (st->n == st->cap) {
+        st->cap = st->cap ? 2 * st->cap : 1024;
+        st->rows = (io_manifest_row *)mc_realloc(st->rows, (size_t)st->cap * sizeof *st->rows);
+        st->line = (int64_t *)mc_realloc(st->line, (size_t)st->cap * sizeof *st->line);
+    }
+    io_manifest_row *r = &st->rows[st->n];
+    memset(r, 0, sizeof *r);
+    st->line[st->n] = st->rec_line;
+    st->n++;
+    r->id_str = off_ptr(st->val[COL_ID] ? st->val[COL_ID] : arena_put(&st->a, "", 0));
+    r->path = off_ptr(st->val[COL_PATH] ? st->val[COL_PATH] : arena_put(&st->a, "", 0));
+    r->hdu = st->val[COL_HDU] && st->val_len[COL_HDU] ? off_ptr(st->val[COL_HDU]) : NULL;
+    r->ra = r->dec = NAN;
+    char note[512] = "";
+    const char *ra = st->val[COL_RA] ? st->a.buf + st->val[COL_RA] : "";
+    const char *dec = st->val[COL_DEC] ? st->a.buf + st->val[COL_DEC] : "";
+    if (st->nfield != st->nheader)
+        snprintf(note, sizeof note, "%d fields where the header has %d", st->nfield, st->nheader);
+    else if (!st->val[COL_ID] || st->val_len[COL_ID] == 0)
+        snprintf(note, sizeof note, "empty id_str");
+    else if (!st->val[COL_PATH] || st->val_len[COL_PATH] == 0)
+        snprintf(note, sizeof note, "empty path");
+    else if (parse_degrees(ra, -360, 360, &r->ra))
+        snprintf(note, sizeof note, "bad ra '%.60s' (need degrees in [-360, 360])", ra);
+    else if (parse_degrees(dec, -90, 90, &r->dec))
+        snprintf(note, sizeof note, "bad dec '%.60s' (need degrees in [-90, 90])", dec);
+    else if (isnan(r->ra) != isnan(r->dec))
+        snprintf(note, sizeof note, "%s given without %s", isnan(r->ra) ? "dec" : "ra",
+                 isnan(r->ra) ? "ra" : "dec");
+    if (note[0]) {
+        char full[700];
+        int n = snprintf(full, sizeof full, "%s: line %lld: %s", st->path, (long long)st->rec_line, note);
+        r->bad = 1;
+        r->note = off_ptr(arena_put(&st->a, full, (size_t)n));
+        r->ra = r->dec = NAN;
+    }
+reset:
+    st->in_rec = 0;
+    st->nfield = 0;
+    memset(st->val, 0, sizeof st->val);
+    memset(st->val_len, 0, sizeof st->val_len);
+}
+
+static int read_csv(const char *path, FILE *f, io_manifest *m, char *err)
+{
+    csv_state st;
+    memset(&st, 0, sizeof st);
+    st.path = path;
+    st.cur_line = 1;
+    /* the manifest's folder, for relative paths */
+    const char *slash = strrchr(path, '/');
+    char *dir = NULL;
+    if (slash) {
+        size_t dl = (size_t)(slash - path) + 1;
+        dir = (char *)mc_malloc(dl + 1);
+        memcpy(dir, path, dl);
+        dir[dl] = 0;
+        st.dir = dir;
+        st.dirlen = dl;
+    } else {
+        st.dir = "";
+    }
+    arena_put(&st.a, "", 0); /* offset 0 means NULL */
+    size_t path_off = arena_put(&st.a, path, strlen(path));
+
+    struct csv_parser p;
+    MC_ASSERT(csv_init(&p, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL) == 0);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    MC_ASSERT(md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1);
+    size_t bufsz = 1 << 20;
+    char *buf = (char *)mc_malloc(bufsz);
+    int rc = 0, first = 1;
+    size_t got;
+    while (!rc && (got = fread(buf, 1, bufsz, f)) > 0) {
+        EVP_DigestUpdate(md, buf, got);
+        char *s = buf, *end = buf + got;
+        if (first) {
+            first = 0;
+            if (got >= 3 && (unsigned char)s[0] == 0xef && (unsigned char)s[1] == 0xbb &&
+                (unsigned char)s[2] == 0xbf)
+                s += 3; /* UTF-8 byte order mark */
+        }
+        /* Feed line by line so a record knows the line it started on. */
+        while (s < end) {
+            char *nl = (char *)memchr(s, '\n', (size_t)(end - s));
+            size_t n = nl ? (size_t)(nl - s) + 1 : (size_t)(end - s);
+            if (csv_parse(&p, s, n, cb_field, cb_record, &st) != n) {
+                rc =
+                    mc_fail(err,
+                            "%s: line %lld: malformed CSV (%s; a quote inside a field must be doubled, and a "
+                            "quoted field must be followed by a comma or the end of the line)",
+                            path, (long long)st.cur_line, csv_strerror(csv_error(&p)));
+                break;
+            }
+            if (st.hdr_err) break;
+            if (nl) st.cur_line++;
+            s += n;
+        }
+        if (st.hdr_err) break;
+    }
+    if (!rc && ferror(f)) rc = mc_fail(err, "%s: read error (%s)", path, strerror(errno));
+    if (!rc && !st.hdr_err && csv_fini(&p, cb_field, cb_record, &st) != 0)
+        rc = mc_fail(err, "%s: line %lld: unterminated quoted field at the end of the file", path,
+                     (long long)st.rec_line);
+    if (!rc && st.hdr_err) rc = mc_fail(err, "%s", st.hdr_err);
+    if (!rc && !st.header_done) rc = mc_fail(err, "%s: empty manifest (no header line)", path);
+    csv_free(&p);
+    free(buf);
+    sha_hex(md, m->sha256);
+    EVP_MD_CTX_free(md);
+    free(st.hnames);
+    free(st.hdr_err);
+    free(dir);
+    if (rc) {
+        free(st.a.buf);
+        free(st.rows);
+        free(st.line);
+        return rc;
+    }
+    /* The arena stops moving: shrink it, then turn offsets into pointers. */
+    st.a.buf = (char *)mc_realloc(st.a.buf, st.a.len);
+    m->strings = st.a.buf;
+    m->path = st.a.buf + path_off;
+    m->n = st.n;
+    m->rows =
+        st.n ? (io_manifest_row *)mc_realloc(st.rows, (size_t)st.n * sizeof *st.rows) : (free(st.rows), NULL);
+    for (int64_t i = 0; i < m->n; i++) {
+        io_manifest_row *r = &m->rows[i];
+        r->id_str = arena_fix(&st.a, r->id_str);
+        r->path = arena_fix(&st.a, r->path);
+        r->hdu = arena_fix(&st.a, r->hdu);
+        r->note = arena_fix(&st.a, r->note);
+    }
+    finish_widths(m);
+    rc = check_duplicates(m, st.line, NULL, path, err);
+    free(st.line);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------- folders */
+
+static const char *const CUTOUT_EXT[] = {".fits.gz", ".fits.fz", ".fits", ".fit", ".fz",
+                                         ".png",     ".jpg",     ".jpeg", NULL};
+
+/* Length of the cutout extension name ends with (longest match), or 0. */
+static size_t cutout_ext_len(const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; CUTOUT_EXT[i]; i++) {
+        size_t e = strlen(CUTOUT_EXT[i]);
+        if (n > e && !strcasecmp(name + n - e, CUTOUT_EXT[i])) return e;
+    }
+    return 0;
+}
+
+typedef struct {
+    arena a;
+    size_t *rel; /* arena offsets of relative paths */
+    size_t n, cap;
+} listing;
+
+static int walk(const char *root, const char *rel, listing *L, char *err)
+{
+    char full[4096];
+    snprintf(full, sizeof full, "%s%s%s", root, rel[0] ? "/" : "", rel);
+    DIR *d = opendir(full);
+    if (!d) return mc_fail(err, "%s: cannot list folder (%s)", full, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while (!rc && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue; /* ., .., hidden files, macOS ._ resource forks */
+        char sub[4096];
+        int n = snprintf(sub, sizeof sub, "%s%s%s", rel, rel[0] ? "/" : "", e->d_name);
+        if (n >= (int)sizeof sub) {
+            rc = mc_fail(err, "%s/%s: path too long", root, sub);
+            break;
+        }
+        int is_dir = e->d_type == DT_DIR, is_file = e->d_type == DT_REG;
+        if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) {
+            char fp[8192];
+            snprintf(fp, sizeof fp, "%s/%s", root, sub);
+            struct stat st;
+            if (e->d_type == DT_UNKNOWN && lstat(fp, &st) == 0 && S_ISDIR(st.st_mode))
+                is_dir = 1;
+            else if (stat(fp, &st) == 0 && S_ISREG(st.st_mode))
+                is_file = 1; /* links to files count; links to folders are not followed (no cycles) */
+        }
+        if (is_dir) {
+            rc = walk(root, sub, L, err);
+        } else if (is_file && cutout_ext_len(e->d_name)) {
+            if (L->n == L->cap) {
+                L->cap = L->cap ? 2 * L->cap : 1024;
+                L->rel = (size_t *)mc_realloc(L->rel, L->cap * sizeof *L->rel);
+            }
+            L->rel[L->n++] = arena_put(&L->a, sub, (size_t)n);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static const char *sort_base;
+static int cmp_rel(const void *a, const void *b)
+{
+    return strcmp(sort_base + *(const size_t *)a, sort_base + *(const size_t *)b);
+}
+
+static int read_folder(const char *path, io_manifest *m, char *err)
+{
+    size_t plen = strlen(path);
+    while (plen > 1 && path[plen - 1] == '/') plen--;
+    char *root = (char *)mc_malloc(plen + 1);
+    memcpy(root, path, plen);
+    root[plen] = 0;
+    listing L;
+    memset(&L, 0, sizeof L);
+    arena_put(&L.a, "", 0);
+    int rc = walk(root, "", &L, err);
+    if (rc) {
+        free(root);
+        free(L.a.buf);
+        free(L.rel);
+        return rc;
+    }
+    sort_base = L.a.buf; /* one thread reads manifests; qsort has no context argument */
+    qsort(L.rel, L.n, sizeof *L.rel, cmp_rel);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    MC_ASSERT(md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1);
+    for (size_t i = 0; i < L.n; i++) {
+        const char *r = L.a.buf + L.rel[i];
+        EVP_DigestUpdate(md, r, strlen(r));
+        EVP_DigestUpdate(md, "\n", 1);
+    }
+    sha_hex(md, m->sha256);
+    EVP_MD_CTX_free(md);
+    /* Rows: full path and id_str appended to the same arena; offsets until it stops moving. */
+    size_t path_off = arena_put(&L.a, root, plen);
+    io_manifest_row *rows = L.n ? (io_manifest_row *)mc_calloc(L.n, sizeof *rows) : NULL;
+    size_t *id_off = (size_t *)mc_malloc((L.n + 1) * sizeof(size_t));
+    for (size_t i = 0; i < L.n; i++) {
+        /* copy the relative path first: arena_put may move the buffer under a pointer into it */
+        size_t rl = strlen(L.a.buf + L.rel[i]);
+        char *rel = (char *)mc_malloc(rl + 1);
+        memcpy(rel, L.a.buf + L.rel[i], rl + 1);
+        size_t off = arena_put(&L.a, root, plen);
+        L.a.len--;
+        arena_put(&L.a, "/", 1);
+        L.a.len--;
+        arena_put(&L.a, rel, rl);
+        rows[i].path = off_ptr(off);
+        id_off[i] = arena_put(&L.a, rel, rl - cutout_ext_len(rel));
+        rows[i].id_str = off_ptr(id_off[i]);
+        rows[i].ra = rows[i].dec = NAN;
+        free(rel);
+    }
+    L.a.buf = (char *)mc_realloc(L.a.buf, L.a.len);
+    char **files = (char **)mc_malloc((L.n + 1) * sizeof(char *));
+    for (size_t i = 0; i < L.n; i++) {
+        rows[i].path = arena_fix(&L.a, rows[i].path);
+        rows[i].id_str = arena_fix(&L.a, rows[i].id_str);
+        files[i] = L.a.buf + L.rel[i];
+    }
+    m->strings = L.a.buf;
+    m->path = L.a.buf + path_off;
+    m->rows = rows;
+    m->n = (int64_t)L.n;
+    finish_widths(m);
+    rc = check_duplicates(m, NULL, files, m->path, err);
+    free(files);
+    free(id_off);
+    free(L.rel);
+    free(root);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------- entry points */
+
+int io_manifest_read(const char *path, io_manifest *m, char *err)
+{
+    MC_ASSERT(path && m);
+    memset(m, 0, sizeof *m);
+    struct stat st;
+    if (stat(path, &st) != 0) return mc_fail(err, "%s: cannot open manifest (%s)", path, strerror(errno));
+    int rc;
+    if (S_ISDIR(st.st_mode)) {
+        rc = read_folder(path, m, err);
+    } else {
+        FILE *f = fopen(path, "rb");
+        if (!f) return mc_fail(err, "%s: cannot open manifest (%s)", path, strerror(errno));
+        rc = read_csv(path, f, m, err);
+        fclose(f);
+    }
+    if (rc) io_manifest_free(m);
+    return rc ? -1 : 0;
+}
+
+void io_manifest_free(io_manifest *m)
+{
+    if (!m) return;
+    free(m->rows);
+    free(m->strings);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,41 @@
+/* io/manifest.h: the list of cutouts a job covers: a CSV file with a header (id_str, a path column, optional
+ * ra, dec and hdu), or a folder of cutout files. Rows keep manifest order, which is the catalogue's row
+ * order. Not here: reading the cutouts themselves (io/cutout.h). */
+#ifndef IO_MANIFEST_H
+#define IO_MANIFEST_H
+
+#include "mc.h"
+
+typedef struct io_manifest_row {
+    char *id_str; /* unique within the manifest */
+    char *path;   /* as given, resolved against the manifest's folder when relative */
+    double ra, dec; /* degrees; NAN when the manifest has no value (then the WCS gives them) */
+    char *hdu;    /* per-row HDU (EXTNAME or number), or NULL */
+    int bad;      /* nonzero: the row itself is unusable; reason in note */
+    char *note;   /* message for a bad row, else NULL */
+} io_manifest_row;
+
+typedef struct io_manifest {
+    char *path;
+    int64_t n;
+    io_manifest_row *rows;
+    char sha256[65]; /* of the manifest file's bytes, or of the sorted listing for a folder */
+    int max_id_len, max_path_len; /* longest id_str and path, bytes (catalogue string widths) */
+    char *strings; /* internal: one arena holding path and every row's strings; io_manifest_free releases it */
+} io_manifest;
+
+/* Read a manifest. CSV: RFC 4180 (quoted fields, embedded commas/newlines; LF or CRLF; a UTF-8 BOM is
+ * skipped) through libcsv; the header names the columns (case-insensitive, first match wins): id_str
+ * (required; also accepted: id, objid), the path (file_loc, path, file, filename, location), optional ra,
+ * dec, hdu. An empty ra/dec (or "nan") means no value. A folder: every *.fits, *.fit, *.fits.gz, *.fits.fz,
+ * *.fz, *.png, *.jpg, *.jpeg under it (recursively; extensions in any case; names starting with '.' and
+ * symbolic links to folders are skipped), sorted by path (bytes); id_str = path relative to the folder
+ * without the extension; the sha256 is of the sorted relative paths, each followed by a newline.
+ * Whole-manifest problems (unreadable, no id_str or path column, malformed quoting, duplicate id_str)
+ * return -1 with one line naming the file, the line(s) and the reason; a bad single row (empty id_str or
+ * path, a field count unlike the header's, ra/dec that is not a number of degrees in range or only one of
+ * the two) gets bad = 1 and a note, and the job records it as that galaxy's failure. */
+int io_manifest_read(const char *path, io_manifest *m, char *err);
+void io_manifest_free(io_manifest *m);
+
+#endif

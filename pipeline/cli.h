@@ -12,6 +12,9 @@
 int cmd_forward(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_weights(int argc, char **argv);
+int cmd_cutout(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);

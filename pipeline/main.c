@@ -10,9 +10,12 @@ typedef struct {
 } mc_command;
 
 static const mc_command commands[] = {
+    {"run", cmd_run, "the catalogue job: a manifest of cutouts to one HDF5 catalogue, across MPI ranks, resumable"},
     {"forward", cmd_forward, "run an encoder on a .npy batch (N,C,H,W float32) and write embeddings or head outputs"},
     {"info", cmd_info, "describe a model: architecture, parameters, channels, embedding and head sizes, sha256"},
     {"weights", cmd_weights, "list the tensors of a weight file (torch .bin/.ckpt or .safetensors)"},
+    {"cutout", cmd_cutout, "what morphcat reads from one cutout file, and the model input a recipe makes of it"},
+    {"synth", cmd_synth, "generate a synthetic survey: FITS cutouts with WCS, a manifest, and a few broken files"},
 };
 
 static void usage(FILE *f)

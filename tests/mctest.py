@@ -37,6 +37,26 @@ def run(args, check=True, **kw):
     return cp
 
 
+def mpi_env():
+    """Environment for mpirun in tests: root is allowed (CI runs as root), more ranks than cores too."""
+    env = dict(os.environ)
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+               OMPI_MCA_btl_vader_single_copy_mechanism="none", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    return env
+
+
+def mpirun(n, argv, check=True, timeout=None, **kw):
+    """Run argv (a full command, e.g. [MORPHCAT, 'run', ...]) on n MPI ranks; CompletedProcess with text output."""
+    cmd = ["mpirun", "-n", str(n), "--oversubscribe"] + list(argv)
+    cp = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), timeout=timeout, **kw)
+    if check and cp.returncode != 0:
+        print("command failed:", " ".join(cmd))
+        print(cp.stdout)
+        print(cp.stderr)
+        raise SystemExit(1)
+    return cp
+
+
 def rel_max_err(ours, ref):
     import numpy as np
     ours = np.asarray(ours, dtype=np.float64)

@@ -1,0 +1,151 @@
+/* pipeline/job.c: the catalogue job's configuration: `morphcat run` options, optionally from an INI file
+ * (inih) whose keys are the long option names, command-line options winning. The effective configuration
+ * is kept as text for the catalogue. Not here: checking that the files named are usable (the run does). */
+#include <getopt.h>
+#include <ini.h>
+
+#include "pipeline/run.h"
+
+static void run_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: morphcat run --manifest M --model PATH --output CAT.h5 [options]\n"
+            "       mpirun -n N morphcat run ...          (ranks share the work dynamically)\n\n"
+            "Runs a Zoobot encoder over every cutout of a manifest and writes one HDF5 catalogue: per galaxy\n"
+            "its id, position, status, Dirichlet concentrations, vote fractions, 90%% intervals and proportion\n"
+            "asked (when the model has a decision-tree head) and its embedding. Rerunning the same command\n"
+            "resumes an interrupted job (nothing is computed twice, nothing lost) or, when it is complete, does\n"
+            "nothing and says so.\n\n"
+            "  --manifest M        CSV (id_str, file_loc [, ra, dec, hdu]) or a folder of cutouts\n"
+            "  --model PATH        Hub folder, weight file or Lightning checkpoint (see morphcat info)\n"
+            "  --output CAT.h5     the catalogue (created, or resumed when it exists)\n"
+            "  --schema NAME       Galaxy Zoo decision tree of the head: %s, or a JSON file\n"
+            "                      (default: the built-in schema whose size matches the head, when unique)\n"
+            "  --recipe SPEC       preprocessing: auto (default), gz_decals, image, asinh[:key=value,...]\n"
+            "                      (docs/preprocessing.md)\n"
+            "  --hdu NAME|N        FITS extension to read (default: the first image HDU)\n"
+            "  --size S            model input side in pixels (default 224)\n"
+            "  --batch B           galaxies per work unit and forward pass (default 16); fixed per catalogue\n"
+            "  --embedding KIND    f32 (default), f16 or none\n"
+            "  --pca C.npy         also store embeddings projected on PCA components (K, D) ...\n"
+            "  --pca-mean M.npy    ... after subtracting this mean (D) (default: no centring)\n"
+            "  --model-note TEXT   recorded in the catalogue (e.g. where the weights came from)\n"
+            "  --commit-seconds T  make results durable at least this often (default 30)\n"
+            "  --progress-seconds T  progress lines this often (default 30)\n"
+            "  --config FILE.ini   read options from an INI file (keys = option names, [job] section)\n\n"
+            "Exit status: 0 done (failed galaxies are rows with a status and message, not errors);\n"
+            "1 nothing done (bad configuration, model, manifest or output, one line on stderr);\n"
+            "4 stopped by a signal (SIGTERM, SIGUSR1, SIGINT) after committing: rerun to resume.\n",
+            nn_schema_names());
+}
+
+static int set_option(mc_job *job, const char *key, const char *v, char *err)
+{
+#define STR(field) snprintf(job->field, sizeof job->field, "%s", v)
+    if (!strcmp(key, "manifest")) STR(manifest);
+    else if (!strcmp(key, "model")) STR(model);
+    else if (!strcmp(key, "output")) STR(output);
+    else if (!strcmp(key, "schema")) STR(schema);
+    else if (!strcmp(key, "recipe")) STR(recipe);
+    else if (!strcmp(key, "hdu")) STR(hdu);
+    else if (!strcmp(key, "pca")) STR(pca);
+    else if (!strcmp(key, "pca-mean")) STR(pca_mean);
+    else if (!strcmp(key, "model-note")) STR(model_note);
+    else if (!strcmp(key, "size")) job->size = atoi(v);
+    else if (!strcmp(key, "batch")) job->batch = atoi(v);
+    else if (!strcmp(key, "commit-seconds")) job->commit_seconds = atof(v);
+    else if (!strcmp(key, "progress-seconds")) job->progress_seconds = atof(v);
+    else if (!strcmp(key, "embedding")) {
+        if (!strcmp(v, "f32") || !strcmp(v, "float32")) job->embed = 1;
+        else if (!strcmp(v, "f16") || !strcmp(v, "float16")) job->embed = 2;
+        else if (!strcmp(v, "none")) job->embed = 0;
+        else return mc_fail(err, "--embedding must be f32, f16 or none, not '%s'", v);
+    } else
+        return mc_fail(err, "unknown option '%s'", key);
+#undef STR
+    return 0;
+}
+
+typedef struct ini_ctx {
+    mc_job *job;
+    char *err;
+    int failed;
+    const char *path;
+} ini_ctx;
+
+static int job_ini_entry(void *user, const char *section, const char *name, const char *value)
+{
+    ini_ctx *c = user;
+    if (c->failed) return 0;
+    if (section[0] && strcmp(section, "job")) {
+        c->failed = 1;
+        mc_fail(c->err, "%s: unknown section [%s] (options go in [job])", c->path, section);
+        return 0;
+    }
+    char e[MC_ERR_LEN];
+    if (set_option(c->job, name, value, e)) {
+        c->failed = 1;
+        mc_fail(c->err, "%s: %s", c->path, e);
+        return 0;
+    }
+    return 1;
+}
+
+int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
+{
+    memset(job, 0, sizeof *job);
+    snprintf(job->recipe, sizeof job->recipe, "auto");
+    job->batch = 16;
+    job->size = 224;
+    job->embed = 1;
+    job->commit_seconds = 30;
+    job->progress_seconds = 30;
+    job->max_messages = 50;
+    static const struct option opts[] = {
+        {"manifest", required_argument, 0, 0},         {"model", required_argument, 0, 0},
+        {"output", required_argument, 0, 0},           {"schema", required_argument, 0, 0},
+        {"recipe", required_argument, 0, 0},           {"hdu", required_argument, 0, 0},
+        {"size", required_argument, 0, 0},             {"batch", required_argument, 0, 0},
+        {"embedding", required_argument, 0, 0},        {"pca", required_argument, 0, 0},
+        {"pca-mean", required_argument, 0, 0},         {"model-note", required_argument, 0, 0},
+        {"commit-seconds", required_argument, 0, 0},   {"progress-seconds", required_argument, 0, 0},
+        {"config", required_argument, 0, 0},           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    /* first pass: the INI file, so command-line options override it */
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--config")) continue;
+        ini_ctx c = {job, err, 0, argv[i + 1]};
+        int r = ini_parse(argv[i + 1], job_ini_entry, &c);
+        if (c.failed) return -1;
+        if (r < 0) return mc_fail(err, "%s: cannot open the configuration file", argv[i + 1]);
+        if (r > 0) return mc_fail(err, "%s: line %d is not an INI 'key = value' line", argv[i + 1], r);
+    }
+    optind = 1;
+    int c, idx;
+    while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
+        if (c == 'h') {
+            run_usage(stdout);
+            return 1;
+        }
+        if (c != 0) {
+            run_usage(stderr);
+            return mc_fail(err, "bad arguments (see above)");
+        }
+        if (!strcmp(opts[idx].name, "config")) continue;
+        if (set_option(job, opts[idx].name, optarg, err)) return -1;
+    }
+    if (optind != argc) return mc_fail(err, "unexpected argument '%s'", argv[optind]);
+    if (!job->manifest[0] || !job->model[0] || !job->output[0])
+        return mc_fail(err, "--manifest, --model and --output are required (morphcat run --help)");
+    if (job->batch < 1 || job->batch > 4096) return mc_fail(err, "--batch must be 1..4096");
+    if (job->size < 16 || job->size > 4096) return mc_fail(err, "--size must be 16..4096");
+    if (job->commit_seconds < 0 || job->progress_seconds <= 0)
+        return mc_fail(err, "--commit-seconds must be >= 0 and --progress-seconds > 0");
+    snprintf(job->config_text, sizeof job->config_text,
+             "manifest = %s\nmodel = %s\noutput = %s\nschema = %s\nrecipe = %s\nhdu = %s\nsize = %d\nbatch = %d\n"
+             "embedding = %s\npca = %s\npca-mean = %s\nmodel-note = %s\ncommit-seconds = %g\n",
+             job->manifest, job->model, job->output, job->schema, job->recipe, job->hdu, job->size, job->batch,
+             job->embed == 2 ? "f16" : job->embed ? "f32" : "none", job->pca, job->pca_mean, job->model_note,
+             job->commit_seconds);
+    return 0;
+}

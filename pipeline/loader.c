@@ -1,0 +1,199 @@
+/* pipeline/loader.c: the cutout loader thread. While the main thread computes one unit, this thread reads
+ * and preprocesses the next (file I/O, decompression, recipes), so the encoder rarely waits on the disk.
+ * It makes no MPI, HDF5 or BLAS calls; it only fills slots. Per-galaxy failures become the row's status and
+ * message here ("<id_str>: <file>: <reason>"). */
+#include <math.h>
+
+#include "pipeline/run.h"
+
+struct mc_loader {
+    const io_manifest *m;
+    pp_recipe recipe;
+    const char *hdu;
+    int batch, chans, size, nslots;
+    mc_slot *slots;
+    int *order; /* submitted slot indices, oldest first */
+    int n_order;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int quit;
+    io_cutout cut;
+    pp_work work;
+};
+
+static void load_row(mc_loader *l, mc_slot *s, int i)
+{
+    const io_manifest_row *row = &l->m->rows[s->row0 + i];
+    char err[MC_ERR_LEN], *msg = s->message + (size_t)i * IO_CAT_MSG_LEN;
+    const size_t per = (size_t)l->chans * l->size * l->size;
+    int st;
+    msg[0] = 0;
+    s->ra[i] = row->ra;
+    s->dec[i] = row->dec;
+    s->radec_src[i] = isnan(row->ra) || isnan(row->dec) ? 0 : 1;
+    if (row->bad) {
+        st = MC_ROW_BAD_ROW;
+        snprintf(err, sizeof err, "manifest row %lld: %s", (long long)(s->row0 + i + 1), row->note ? row->note : "unusable");
+    } else {
+        io_read_opts o = {row->hdu && row->hdu[0] ? row->hdu : l->hdu};
+        st = io_cutout_read(row->path, &o, &l->cut, err);
+        if (st == MC_ROW_OK) {
+            if (s->radec_src[i] == 0 && l->cut.has_wcs) {
+                s->ra[i] = l->cut.ra;
+                s->dec[i] = l->cut.dec;
+                s->radec_src[i] = 2;
+            }
+            char perr[MC_ERR_LEN];
+            st = pp_apply(&l->recipe, &l->cut, l->chans, l->size, &l->work, s->x + (size_t)s->n_ok * per, perr);
+            if (st != MC_ROW_OK) snprintf(err, sizeof err, "%s: %s", row->path, perr);
+        }
+    }
+    s->status[i] = (uint8_t)st;
+    if (st == MC_ROW_OK) {
+        s->ok_rows[s->n_ok++] = i;
+    } else {
+        /* the catalogue's file column holds the full path: the message names the file by its base name,
+         * so the reason fits the fixed-width message column */
+        const char *reason = err;
+        size_t pl = row->path ? strlen(row->path) : 0;
+        if (pl && !strncmp(err, row->path, pl) && err[pl] == ':') reason = err + pl + 1 + (err[pl + 1] == ' ');
+        const char *base = row->path ? strrchr(row->path, '/') : NULL;
+        base = base ? base + 1 : (row->path ? row->path : "");
+        if (reason != err)
+            snprintf(msg, IO_CAT_MSG_LEN, "%s: %s: %s", row->id_str ? row->id_str : "?", base, reason);
+        else
+            snprintf(msg, IO_CAT_MSG_LEN, "%s: %s", row->id_str ? row->id_str : "?", err);
+    }
+}
+
+static void *loader_main(void *arg)
+{
+    mc_loader *l = arg;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        mc_slot *s = NULL;
+        for (int k = 0; k < l->n_order && !s; k++)
+            if (l->slots[l->order[k]].state == 1) s = &l->slots[l->order[k]];
+        if (!s) {
+            if (l->quit) break;
+            pthread_cond_wait(&l->cv, &l->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&l->mu);
+        s->n_ok = 0;
+        for (int i = 0; i < s->n; i++) load_row(l, s, i);
+        pthread_mutex_lock(&l->mu);
+        s->state = 2;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+mc_loader *mc_loader_init(const io_manifest *m, const pp_recipe *recipe, const char *hdu, int batch, int chans,
+                          int size, int nslots)
+{
+    mc_loader *l = mc_calloc(1, sizeof *l);
+    l->m = m;
+    l->recipe = *recipe;
+    l->hdu = hdu && hdu[0] ? hdu : NULL;
+    l->batch = batch;
+    l->chans = chans;
+    l->size = size;
+    l->nslots = nslots;
+    l->slots = mc_calloc((size_t)nslots, sizeof(mc_slot));
+    l->order = mc_calloc((size_t)nslots, sizeof(int));
+    for (int i = 0; i < nslots; i++) {
+        mc_slot *s = &l->slots[i];
+        s->ok_rows = mc_malloc(sizeof(int) * (size_t)batch);
+        s->x = mc_malloc_aligned(sizeof(float) * (size_t)batch * chans * size * size);
+        s->status = mc_malloc((size_t)batch);
+        s->message = mc_calloc((size_t)batch, IO_CAT_MSG_LEN);
+        s->ra = mc_malloc(sizeof(double) * (size_t)batch);
+        s->dec = mc_malloc(sizeof(double) * (size_t)batch);
+        s->radec_src = mc_malloc((size_t)batch);
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    MC_ASSERT(pthread_create(&l->thread, NULL, loader_main, l) == 0);
+    return l;
+}
+
+int mc_loader_free_slots(mc_loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    int n = l->nslots - l->n_order;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+int mc_loader_submit(mc_loader *l, int64_t unit)
+{
+    pthread_mutex_lock(&l->mu);
+    int idx = -1;
+    for (int i = 0; i < l->nslots && idx < 0; i++)
+        if (l->slots[i].state == 0) idx = i;
+    if (idx >= 0) {
+        mc_slot *s = &l->slots[idx];
+        s->unit = unit;
+        s->row0 = unit * l->batch;
+        int64_t left = l->m->n - s->row0;
+        s->n = (int)(left < l->batch ? left : l->batch);
+        MC_ASSERT(s->n > 0);
+        s->state = 1;
+        l->order[l->n_order++] = idx;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return idx >= 0 ? 0 : -1;
+}
+
+mc_slot *mc_loader_wait(mc_loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    mc_slot *s = NULL;
+    if (l->n_order > 0) {
+        s = &l->slots[l->order[0]];
+        while (s->state != 2) pthread_cond_wait(&l->cv, &l->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return s;
+}
+
+void mc_loader_release(mc_loader *l, mc_slot *s)
+{
+    pthread_mutex_lock(&l->mu);
+    MC_ASSERT(l->n_order > 0 && &l->slots[l->order[0]] == s);
+    memmove(l->order, l->order + 1, sizeof(int) * (size_t)(l->n_order - 1));
+    l->n_order--;
+    s->state = 0;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void mc_loader_free(mc_loader *l)
+{
+    if (!l) return;
+    pthread_mutex_lock(&l->mu);
+    l->quit = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    pthread_join(l->thread, NULL);
+    for (int i = 0; i < l->nslots; i++) {
+        mc_slot *s = &l->slots[i];
+        free(s->ok_rows);
+        free(s->x);
+        free(s->status);
+        free(s->message);
+        free(s->ra);
+        free(s->dec);
+        free(s->radec_src);
+    }
+    free(l->slots);
+    free(l->order);
+    io_cutout_free(&l->cut);
+    pp_work_free(&l->work);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    free(l);
+}

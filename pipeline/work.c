@@ -1,0 +1,190 @@
+/* pipeline/work.c: dynamic load balancing of work units over MPI ranks. Rank 0 owns the queue and answers
+ * requests between its own batches; the others keep up to two chunks of units queued and ask for more
+ * before they run dry, so rank 0's answer latency (one batch at worst) is hidden. Point-to-point
+ * messages only: no one-sided windows, no progress thread, nothing the MPI library must progress on its
+ * own while rank 0 computes. */
+#include "pipeline/run.h"
+
+#define TAG_REQ 101
+#define TAG_REP 102
+#define MAX_CHUNK 16
+
+typedef struct req_msg {
+    double rows_done, rows_failed, units_done;
+} req_msg;
+
+struct mc_work {
+    MPI_Comm comm;
+    int rank, size;
+    /* rank 0 */
+    int64_t *todo, n_todo, next;
+    int told_done;         /* workers told there is no more */
+    mc_progress *reported; /* per rank */
+    int stopped;
+    /* every rank: local queue */
+    int64_t queue[2 * MAX_CHUNK];
+    int q_head, q_len;
+    /* workers: the outstanding request */
+    int waiting;
+    req_msg req;
+    int64_t reply[MAX_CHUNK + 1];
+    MPI_Request sreq, rreq;
+    int no_more;  /* stop asking: rank 0 said so, or this rank is stopping */
+    int got_zero; /* rank 0 has answered "nothing left" (what it counts to finish) */
+};
+
+static int chunk_for(const mc_work *w)
+{
+    int64_t left = w->n_todo - w->next;
+    int64_t k = left / (2 * (int64_t)w->size);
+    if (k < 1) k = 1;
+    if (k > MAX_CHUNK) k = MAX_CHUNK;
+    return (int)k;
+}
+
+/* Rank 0: take up to k units from the central list into out; returns how many. */
+static int take(mc_work *w, int k, int64_t *out)
+{
+    int n = 0;
+    while (n < k && !w->stopped && w->next < w->n_todo) out[n++] = w->todo[w->next++];
+    return n;
+}
+
+mc_work *mc_work_init(MPI_Comm comm, const int64_t *todo, int64_t n_todo)
+{
+    mc_work *w = mc_calloc(1, sizeof *w);
+    w->comm = comm;
+    MPI_Comm_rank(comm, &w->rank);
+    MPI_Comm_size(comm, &w->size);
+    if (w->rank == 0) {
+        w->n_todo = n_todo;
+        w->todo = mc_malloc(sizeof(int64_t) * (size_t)(n_todo > 0 ? n_todo : 1));
+        if (n_todo > 0) memcpy(w->todo, todo, sizeof(int64_t) * (size_t)n_todo);
+        w->reported = mc_calloc((size_t)w->size, sizeof(mc_progress));
+    }
+    MPI_Bcast(&n_todo, 1, MPI_INT64_T, 0, comm);
+    if (w->rank != 0) w->n_todo = n_todo;
+    return w;
+}
+
+int64_t mc_work_total(const mc_work *w)
+{
+    return w->n_todo;
+}
+
+void mc_work_serve(mc_work *w)
+{
+    if (w->rank != 0) return;
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQ, w->comm, &flag, &st);
+        if (!flag) return;
+        req_msg r;
+        MPI_Recv(&r, 3, MPI_DOUBLE, st.MPI_SOURCE, TAG_REQ, w->comm, MPI_STATUS_IGNORE);
+        w->reported[st.MPI_SOURCE] = (mc_progress){r.rows_done, r.rows_failed, r.units_done};
+        int64_t rep[MAX_CHUNK + 1];
+        int n = take(w, chunk_for(w), rep + 1);
+        rep[0] = n;
+        MPI_Send(rep, n + 1, MPI_INT64_T, st.MPI_SOURCE, TAG_REP, w->comm);
+        if (n == 0) w->told_done++;
+    }
+}
+
+static void post_request(mc_work *w, const mc_progress *mine)
+{
+    w->req = (req_msg){mine->rows_done, mine->rows_failed, mine->units_done};
+    MPI_Irecv(w->reply, MAX_CHUNK + 1, MPI_INT64_T, 0, TAG_REP, w->comm, &w->rreq);
+    MPI_Isend(&w->req, 3, MPI_DOUBLE, 0, TAG_REQ, w->comm, &w->sreq);
+    w->waiting = 1;
+}
+
+static void absorb_reply(mc_work *w)
+{
+    MPI_Wait(&w->sreq, MPI_STATUS_IGNORE);
+    w->waiting = 0;
+    int n = (int)w->reply[0];
+    if (n == 0) w->no_more = w->got_zero = 1;
+    for (int i = 0; i < n; i++) w->queue[(w->q_head + w->q_len++) % (2 * MAX_CHUNK)] = w->reply[1 + i];
+}
+
+int64_t mc_work_next(mc_work *w, const mc_progress *mine)
+{
+    if (w->rank == 0) {
+        w->reported[0] = *mine;
+        mc_work_serve(w);
+        int64_t u;
+        return take(w, 1, &u) == 1 ? u : -1;
+    }
+    if (w->waiting) { /* a reply may have arrived meanwhile */
+        int flag = 0;
+        MPI_Test(&w->rreq, &flag, MPI_STATUS_IGNORE);
+        if (flag) absorb_reply(w);
+    }
+    if (w->q_len == 0 && !w->no_more) {
+        if (!w->waiting) post_request(w, mine);
+        MPI_Wait(&w->rreq, MPI_STATUS_IGNORE);
+        absorb_reply(w);
+    }
+    if (w->q_len == 0) return -1;
+    int64_t u = w->queue[w->q_head];
+    w->q_head = (w->q_head + 1) % (2 * MAX_CHUNK);
+    w->q_len--;
+    /* ask ahead while this unit is being computed */
+    if (w->q_len <= MAX_CHUNK / 4 && !w->waiting && !w->no_more) post_request(w, mine);
+    return u;
+}
+
+void mc_work_stop(mc_work *w)
+{
+    w->stopped = 1;
+    w->q_len = 0;
+    w->no_more = 1;
+}
+
+mc_progress mc_work_global(const mc_work *w, const mc_progress *mine)
+{
+    mc_progress g = *mine;
+    if (w->rank != 0) return g;
+    for (int r = 1; r < w->size; r++) {
+        g.rows_done += w->reported[r].rows_done;
+        g.rows_failed += w->reported[r].rows_failed;
+        g.units_done += w->reported[r].units_done;
+    }
+    return g;
+}
+
+void mc_work_finish(mc_work *w)
+{
+    if (w->rank == 0) {
+        /* every worker ends by asking once more and being told there is nothing */
+        w->stopped = 1;
+        while (w->told_done < w->size - 1) {
+            MPI_Status st;
+            int flag = 0;
+            MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQ, w->comm, &flag, &st);
+            if (flag) mc_work_serve(w);
+            else {
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
+            }
+        }
+    } else {
+        /* drain an outstanding request, then ask until rank 0 says "nothing left", which it counts */
+        if (w->waiting) {
+            MPI_Wait(&w->rreq, MPI_STATUS_IGNORE);
+            absorb_reply(w);
+        }
+        while (!w->got_zero) {
+            mc_progress p = {0, 0, 0};
+            post_request(w, &p);
+            MPI_Wait(&w->rreq, MPI_STATUS_IGNORE);
+            absorb_reply(w);
+            /* units handed out now cannot be done (we are stopping): they stay pending for a resume */
+            w->q_len = 0;
+        }
+    }
+    free(w->todo);
+    free(w->reported);
+    free(w);
+}

@@ -590,7 +590,10 @@ int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_wor
     int rc = select_planes(kind, r, c, planes, &np, err);
     if (rc != MC_ROW_OK) return rc;
 
-    /* Blank pixels (zero, NaN, Inf) per band, over the whole image: the GZ DECaLS quality flag. */
+    /* Blank pixels (zero, NaN, Inf) per band, over the whole image: the GZ DECaLS quality flag, for flux
+     * images. A rendered picture's black sky is legitimately 0 (synthetic and real GZ renderings have
+     * 20-25% of such pixels), so a PNG/JPEG is refused only when a plane is entirely black. */
+    const double limit = c->kind == IO_KIND_FITS ? r->max_blank : 1.0 - 0.5 / ((double)c->w * c->h);
     size_t npix = (size_t)c->w * c->h;
     for (int k = 0; k < np; k++) {
         const float *p = c->pix + (size_t)planes[k] * npix;
@@ -600,7 +603,9 @@ int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_wor
             nblank += (a > 0.0f) & (a <= FLT_MAX) ? 0 : 1;
         }
         double frac = (double)nblank / (double)npix;
-        if (frac > r->max_blank) {
+        if (frac > limit && c->kind != IO_KIND_FITS)
+            return pp_fail(err, MC_ROW_BAD_PIXELS, "plane %d is entirely black (an empty picture)", planes[k]);
+        if (frac > limit) {
             const char *nm = c->band[planes[k]];
             if (nm[0])
                 return pp_fail(err, MC_ROW_BAD_PIXELS,

@@ -103,7 +103,8 @@ Image.fromarray(rgb).save(p("rgb.png"))
 Image.fromarray(rgb[..., 1]).save(p("grey.png"))
 Image.fromarray(rgb).save(p("rgb.jpg"), quality=90)
 for name in ("rgb.png", "grey.png", "rgb.jpg"):
-    for spec in ("auto", "image:flip=1", "image:quantize=0"):
+    # a survey's flux recipe (gz_decals, asinh with bands) leaves its pictures to the image view
+    for spec in ("auto", "image:flip=1", "image:quantize=0", "gz_decals", "asinh:bands=i;r;g"):
         for size, chans in ((224, 3), (300, 3), (224, 1)):
             compare("generated %s" % name, p(name), spec, size, chans)
 
@@ -126,6 +127,13 @@ fits.PrimaryHDU(cube[:, :6, :6]).writeto(p("tiny.fits"))
 refusal("6x6 image", p("tiny.fits"), "asinh", "bad_shape", ["6 x 6", "8 px"])
 refusal("missing band", p("five.fits"), "asinh:bands=i;r;g", "bad_shape", ["band 'i'"])
 refusal("gz_decals on a 5-band cube", p("five.fits"), "gz_decals", "bad_shape", ["band 'g'"])
+# pictures: a black sky is level 0 and fine; only an entirely black plane is refused
+dark = rgb.copy()
+dark[:60] = 0  # 62% black rows
+Image.fromarray(dark).save(p("dark_sky.png"))
+compare("PNG with 62% black sky is used", p("dark_sky.png"), "gz_decals", 224, 3)
+Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(p("black.png"))
+refusal("entirely black PNG", p("black.png"), "auto", "bad_pixels", ["entirely black"])
 for spec, words in (("fancy", "unknown name"), ("gz_decals:q=2", "applies only to asinh"), ("image:zoom=0.5", "zoom"),
                     ("asinh:pmin=50,pmax=10", "pmin"), ("asinh:bands=a;b", "1 name"), ("image:colour=1", "unknown key")):
     got, err = c_tensor(p("grey.png"), spec, 224, 3)

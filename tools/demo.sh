@@ -33,7 +33,7 @@ rm -f "$out/catalogue.h5"
 echo "demo: mpirun -n 2 morphcat run ..."
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 \
 mpirun -n 2 --oversubscribe ./morphcat run --manifest "$out/survey/manifest.csv" --model "$model" \
-    --output "$out/catalogue.h5" --model-note "$note" --progress-seconds 5
+    --output "$out/catalogue.h5" --recipe gz_decals --model-note "$note" --progress-seconds 5
 $PY - "$out/catalogue.h5" <<'PYEOF'
 import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r") as f:

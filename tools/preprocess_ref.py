@@ -47,11 +47,11 @@ def parse_spec(spec):
 
 
 def resolve(r, kind, names):
-    """Docs section 2: what 'auto' becomes for this cutout."""
-    if r["name"] != "auto":
-        return r["name"]
+    """Docs section 2: pictures always take 'image'; for FITS, what 'auto' becomes."""
     if kind != "fits":
         return "image"
+    if r["name"] != "auto":
+        return r["name"]
     low = [n.lower() for n in names]
     if all(low) and {"g", "r", "z"} <= set(low):
         return "gz_decals"
@@ -67,9 +67,9 @@ def find_plane(names, want, nband):
     return None
 
 
-def pick_planes(recipe, r, names, nband):
+def pick_planes(recipe, r, names, nband, kind="fits"):
     """Docs section 2.1: plane indices feeding the recipe (1 = grey, 3 = R, G, B; gz_decals: g, r, z)."""
-    bands = r["bands"]
+    bands = r["bands"] if kind == "fits" else None  # a band list names FITS planes; pictures are R, G, B or grey
     if recipe == "gz_decals" and (bands is None or len(bands) != 3):  # auto resolved to gz_decals
         bands = ["g", "r", "z"]
     if bands is not None:
@@ -164,12 +164,14 @@ def apply(planes, names, kind, spec, chans=3, size=224):
     recipe = resolve(r, kind, names)
     if w < 8 or h < 8:
         raise RecipeError("bad_shape", "image is %d x %d pixels" % (w, h))
-    idx = pick_planes(recipe, r, names, nband)
+    idx = pick_planes(recipe, r, names, nband, kind)
     used = []
     for i in idx:
         p = planes[i]
         blank = ~np.isfinite(p) | (p == 0)
-        if blank.mean() > r["max_blank"]:
+        # pictures (PNG/JPEG): black sky is level 0, so only an entirely black plane is refused
+        limit = r["max_blank"] if kind == "fits" else 1.0 - 0.5 / p.size
+        if blank.mean() > limit:
             raise RecipeError("bad_pixels", "band %s: %.1f%% blank" % (names[i] or i, 100 * blank.mean()))
         used.append(np.where(np.isfinite(p), p, np.float32(0)).astype(np.float32))
     if recipe == "gz_decals":

@@ -11,18 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int n_checks, n_failed;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        n_checks++;                                                                                          \
-        if (!(cond)) {                                                                                       \
-            n_failed++;                                                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                      \
-            printf(__VA_ARGS__);                                                                             \
-            printf("\n");                                                                                    \
-        }                                                                                                    \
-    } while (0)
+#include "tests/unit/unit.h"
 
 static char dir[256];
 

@@ -6,18 +6,7 @@
 
 #include <math.h>
 
-static int n_checks, n_failed;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        n_checks++;                                                                                          \
-        if (!(cond)) {                                                                                       \
-            n_failed++;                                                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                      \
-            printf(__VA_ARGS__);                                                                             \
-            printf("\n");                                                                                    \
-        }                                                                                                    \
-    } while (0)
+#include "tests/unit/unit.h"
 
 /* pickle.dumps({'a': [1, -2, 3.5, 'xé✨', None, True, (1, 2)], 'b': 2**70, 'c': b'\x00\xffq', 'd': -2**63,
  * 'e': 2**63 - 1}, protocol) for protocols 0 and 1, by CPython 3.11 */

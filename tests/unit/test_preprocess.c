@@ -14,18 +14,7 @@
 float pp_test_asinhf(float x);
 float pp_test_sinf(float y);
 
-static int n_checks, n_failed;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        n_checks++;                                                                                          \
-        if (!(cond)) {                                                                                       \
-            n_failed++;                                                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                      \
-            printf(__VA_ARGS__);                                                                             \
-            printf("\n");                                                                                    \
-        }                                                                                                    \
-    } while (0)
+#include "tests/unit/unit.h"
 
 /* |a - b| in units of the float32 spacing at b */
 static double ulps(float a, double b)

@@ -10,13 +10,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { DS_ID, DS_FILE, DS_RA, DS_DEC, DS_RADEC_SRC, DS_STATUS, DS_MESSAGE, DS_CONC, DS_FRAC, DS_LO, DS_HI,
+enum { DS_ID, DS_FILE, DS_RA, DS_DEC, DS_RADEC_SRC, DS_STATUS, DS_MESSAGE, DS_SHA, DS_RELEASE, DS_CONC, DS_FRAC, DS_LO, DS_HI,
        DS_ASKED, DS_EMBED, DS_PCA, DS_COUNT };
 
 static const char *const ds_path[DS_COUNT] = {
     "galaxies/id_str",          "galaxies/file",           "galaxies/ra",
     "galaxies/dec",             "galaxies/radec_source",   "galaxies/status",
-    "galaxies/message",         "morphology/concentration", "morphology/fraction",
+    "galaxies/message",         "galaxies/file_sha256",    "galaxies/release",
+    "morphology/concentration", "morphology/fraction",
     "morphology/fraction_90pc_lower", "morphology/fraction_90pc_upper", "morphology/proportion_asked",
     "embedding/features",       "embedding/pca",
 };
@@ -37,7 +38,7 @@ struct io_catalog {
     char *path;
     hid_t file, dxpl;
     hid_t ds[DS_COUNT];
-    hid_t t_id, t_file, t_msg, t_half;
+    hid_t t_id, t_file, t_msg, t_half, t_sha, t_rel;
     int64_t n_rows;
     int n_answers, embed_dim, embed_half, pca_dim;
     int fd;         /* POSIX descriptor for fsync */
@@ -216,8 +217,8 @@ static void cat_free(io_catalog *c)
     for (int i = 0; i < DS_COUNT; i++)
         if (c->ds[i] > 0) H5Dclose(c->ds[i]);
     if (c->dxpl > 0) H5Pclose(c->dxpl);
-    hid_t ts[4] = {c->t_id, c->t_file, c->t_msg, c->t_half};
-    for (int i = 0; i < 4; i++)
+    hid_t ts[6] = {c->t_id, c->t_file, c->t_msg, c->t_half, c->t_sha, c->t_rel};
+    for (int i = 0; i < 6; i++)
         if (ts[i] > 0) H5Tclose(ts[i]);
     if (c->file > 0) H5Fclose(c->file);
     if (c->fd >= 0) close(c->fd);
@@ -252,6 +253,8 @@ static int create_layout(io_catalog *c, const io_catalog_spec *s, const io_catal
     c->ds[DS_RADEC_SRC] = make_dataset(f, ds_path[DS_RADEC_SRC], H5T_STD_U8LE, s->n_rows, 0, u, 0);
     c->ds[DS_STATUS] = make_dataset(f, ds_path[DS_STATUS], H5T_STD_U8LE, s->n_rows, 0, u, 1);
     c->ds[DS_MESSAGE] = make_dataset(f, ds_path[DS_MESSAGE], c->t_msg, s->n_rows, 0, u, 0);
+    c->ds[DS_SHA] = make_dataset(f, ds_path[DS_SHA], c->t_sha, s->n_rows, 0, u, 0);
+    c->ds[DS_RELEASE] = make_dataset(f, ds_path[DS_RELEASE], c->t_rel, s->n_rows, 0, u, 0);
     if (s->n_answers > 0)
         for (int d = DS_CONC; d <= DS_ASKED; d++)
             c->ds[d] = make_dataset(f, ds_path[d], H5T_IEEE_F32LE, s->n_rows, s->n_answers, u, 0);
@@ -271,6 +274,8 @@ static int create_layout(io_catalog *c, const io_catalog_spec *s, const io_catal
                          "0 pending, 1 ok, 2 missing_file, 3 corrupt_file, 4 bad_shape, 5 bad_pixels, "
                          "6 bad_manifest_row");
     rc |= attr_write_str(c->ds[DS_RADEC_SRC], "codes", "0 none, 1 manifest, 2 WCS of the cutout");
+    rc |= attr_write_str(c->ds[DS_SHA], "meaning", "sha256 of the cutout file's bytes as read; empty when unreadable");
+    rc |= attr_write_str(c->ds[DS_RELEASE], "meaning", "the data release whose job computed this row");
     rc |= attr_write_str(c->ds[DS_RA], "units", "deg");
     rc |= attr_write_str(c->ds[DS_DEC], "units", "deg");
     if (s->n_answers > 0) {
@@ -301,6 +306,11 @@ static int create_layout(io_catalog *c, const io_catalog_spec *s, const io_catal
         rc |= write_slab(c, DS_RA, H5T_NATIVE_DOUBLE, ids->row0, ids->n, 0, ids->ra);
         rc |= write_slab(c, DS_DEC, H5T_NATIVE_DOUBLE, ids->row0, ids->n, 0, ids->dec);
         rc |= write_slab(c, DS_RADEC_SRC, H5T_NATIVE_UINT8, ids->row0, ids->n, 0, src);
+        char *rel = mc_calloc((size_t)ids->n, IO_CAT_RELEASE_LEN);
+        for (int64_t i = 0; i < ids->n; i++)
+            snprintf(rel + i * IO_CAT_RELEASE_LEN, IO_CAT_RELEASE_LEN, "%s", s->release ? s->release : "");
+        rc |= write_slab(c, DS_RELEASE, c->t_rel, ids->row0, ids->n, 0, rel);
+        free(rel);
         free(idb);
         free(fb);
         free(src);
@@ -322,7 +332,7 @@ static int check_ident(io_catalog *c, const io_catalog_spec *s, char *err)
                            c->path, s->ident[i].key, have, s->ident[i].value);
     }
     for (int i = 0; i < DS_COUNT; i++) {
-        int needed = i <= DS_MESSAGE || (i >= DS_CONC && i <= DS_ASKED && s->n_answers > 0) ||
+        int needed = i <= DS_RELEASE || (i >= DS_CONC && i <= DS_ASKED && s->n_answers > 0) ||
                      (i == DS_EMBED && s->embed_dim > 0) || (i == DS_PCA && s->pca_dim > 0);
         if (!needed) continue;
         c->ds[i] = H5Dopen2(c->file, ds_path[i], H5P_DEFAULT);
@@ -358,6 +368,8 @@ int io_catalog_open(MPI_Comm comm, const char *path, const io_catalog_spec *spec
     c->t_file = str_type((size_t)spec->path_len);
     c->t_msg = str_type(IO_CAT_MSG_LEN);
     c->t_half = half_type();
+    c->t_sha = str_type(IO_CAT_SHA_LEN);
+    c->t_rel = str_type(IO_CAT_RELEASE_LEN);
     c->dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(c->dxpl, H5FD_MPIO_INDEPENDENT);
 
@@ -467,6 +479,7 @@ int io_catalog_write(io_catalog *c, const io_catalog_rows *r, char *err)
     if (r->dec) rc |= write_slab(c, DS_DEC, H5T_NATIVE_DOUBLE, r->row0, r->n, 0, r->dec);
     if (r->radec_source) rc |= write_slab(c, DS_RADEC_SRC, H5T_NATIVE_UINT8, r->row0, r->n, 0, r->radec_source);
     if (r->message) rc |= write_slab(c, DS_MESSAGE, c->t_msg, r->row0, r->n, 0, r->message);
+    if (r->file_sha256) rc |= write_slab(c, DS_SHA, c->t_sha, r->row0, r->n, 0, r->file_sha256);
     if (c->n_answers > 0) {
         const float *m[5] = {r->conc, r->frac, r->lo90, r->hi90, r->asked};
         for (int i = 0; i < 5; i++)

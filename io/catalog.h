@@ -14,6 +14,8 @@
 #include "mc.h"
 
 #define IO_CAT_MSG_LEN 256    /* bytes per status message, NUL included */
+#define IO_CAT_SHA_LEN 65     /* hex sha256 of a cutout file, NUL included */
+#define IO_CAT_RELEASE_LEN 64 /* data-release name, NUL included */
 #define IO_CAT_LAYOUT "morphcat-catalogue-1"
 
 typedef struct io_catalog io_catalog;
@@ -31,6 +33,7 @@ typedef struct io_catalog_spec {
     int embed_dim;       /* 0: no embedding */
     int embed_half;      /* store the embedding as float16 */
     int pca_dim;         /* 0: no PCA projection */
+    const char *release; /* data-release name written into every row's release column at creation */
     /* Written at creation. `ident` attributes must match on reopen (manifest, model, schema, recipe ...)
      * or the open is refused; `info` attributes are informational (configuration text, times). */
     int n_ident, n_info;
@@ -53,6 +56,7 @@ typedef struct io_catalog_rows {
     const double *ra, *dec;     /* when the WCS supplied them (radec_source 2), else NULL */
     const uint8_t *radec_source; /* 0 none, 1 manifest, 2 WCS */
     const char *message;        /* n * IO_CAT_MSG_LEN */
+    const char *file_sha256;    /* n * IO_CAT_SHA_LEN: content checksum of each cutout file ("" unread) */
     const float *conc, *frac, *lo90, *hi90, *asked; /* n * n_answers each (asked repeated per answer) */
     const float *embed;         /* n * embed_dim, float32 (converted when stored as float16) */
     const float *pca;           /* n * pca_dim */

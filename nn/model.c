@@ -423,12 +423,11 @@ int nn_file_sha256(const char *path, char hex[65], char *err)
     if (!f) return mc_fail(err, "%s: cannot open (%s)", path, strerror(errno));
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     MC_ASSERT(md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1);
-    size_t bufsz = 1 << 20, n;
-    unsigned char *buf = mc_malloc(bufsz);
-    while ((n = fread(buf, 1, bufsz, f)) > 0) EVP_DigestUpdate(md, buf, n);
+    unsigned char buf[1 << 16]; /* on the stack: the catalogue job hashes every cutout, no malloc each */
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) EVP_DigestUpdate(md, buf, n);
     int bad = ferror(f);
     fclose(f);
-    free(buf);
     unsigned char dig[32];
     unsigned int dl = 0;
     EVP_DigestFinal_ex(md, dig, &dl);

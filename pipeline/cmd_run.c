@@ -171,6 +171,7 @@ static int process_slot(run_state *r, mc_slot *s, char *err)
                             .dec = s->dec,
                             .radec_source = s->radec_src,
                             .message = s->message,
+                            .file_sha256 = s->sha,
                             .conc = A ? r->conc : NULL,
                             .frac = A ? r->frac : NULL,
                             .lo90 = A ? r->lo : NULL,
@@ -322,7 +323,8 @@ static int run_job(const mc_job *job)
                      {"input_size", sizebuf},
                      {"unit_rows", batchbuf},
                      {"embedding_dtype", emb},
-                     {"pca_sha256", job->pca[0] ? pca_sha : "none"}};
+                     {"pca_sha256", job->pca[0] ? pca_sha : "none"},
+                     {"release", job->release}};
     io_kv info[] = {{"morphcat_version", MC_VERSION},
                     {"created_utc", created},
                     {"manifest_path", job->manifest},
@@ -342,6 +344,7 @@ static int run_job(const mc_job *job)
                             .embed_dim = r->D,
                             .embed_half = job->embed == 2,
                             .pca_dim = r->K,
+                            .release = job->release,
                             .n_ident = (int)(sizeof ident / sizeof ident[0]),
                             .n_info = (int)(sizeof info / sizeof info[0]),
                             .ident = ident,

@@ -30,6 +30,7 @@ static void run_usage(FILE *f)
             "  --pca C.npy         also store embeddings projected on PCA components (K, D) ...\n"
             "  --pca-mean M.npy    ... after subtracting this mean (D) (default: no centring)\n"
             "  --model-note TEXT   recorded in the catalogue (e.g. where the weights came from)\n"
+            "  --release NAME      data release recorded in every row (e.g. dr10; default empty)\n"
             "  --commit-seconds T  make results durable at least this often (default 30)\n"
             "  --progress-seconds T  progress lines this often (default 30)\n"
             "  --config FILE.ini   read options from an INI file (keys = option names, [job] section)\n\n"
@@ -51,6 +52,7 @@ static int set_option(mc_job *job, const char *key, const char *v, char *err)
     else if (!strcmp(key, "pca")) STR(pca);
     else if (!strcmp(key, "pca-mean")) STR(pca_mean);
     else if (!strcmp(key, "model-note")) STR(model_note);
+    else if (!strcmp(key, "release")) STR(release);
     else if (!strcmp(key, "size")) job->size = atoi(v);
     else if (!strcmp(key, "batch")) job->batch = atoi(v);
     else if (!strcmp(key, "commit-seconds")) job->commit_seconds = atof(v);
@@ -109,7 +111,8 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
         {"embedding", required_argument, 0, 0},        {"pca", required_argument, 0, 0},
         {"pca-mean", required_argument, 0, 0},         {"model-note", required_argument, 0, 0},
         {"commit-seconds", required_argument, 0, 0},   {"progress-seconds", required_argument, 0, 0},
-        {"config", required_argument, 0, 0},           {"help", no_argument, 0, 'h'},
+        {"config", required_argument, 0, 0},           {"release", required_argument, 0, 0},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     /* first pass: the INI file, so command-line options override it */
     for (int i = 1; i + 1 < argc; i++) {
@@ -143,9 +146,9 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
         return mc_fail(err, "--commit-seconds must be >= 0 and --progress-seconds > 0");
     snprintf(job->config_text, sizeof job->config_text,
              "manifest = %s\nmodel = %s\noutput = %s\nschema = %s\nrecipe = %s\nhdu = %s\nsize = %d\nbatch = %d\n"
-             "embedding = %s\npca = %s\npca-mean = %s\nmodel-note = %s\ncommit-seconds = %g\n",
+             "embedding = %s\npca = %s\npca-mean = %s\nmodel-note = %s\nrelease = %s\ncommit-seconds = %g\n",
              job->manifest, job->model, job->output, job->schema, job->recipe, job->hdu, job->size, job->batch,
              job->embed == 2 ? "f16" : job->embed ? "f32" : "none", job->pca, job->pca_mean, job->model_note,
-             job->commit_seconds);
+             job->release, job->commit_seconds);
     return 0;
 }

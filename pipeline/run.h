@@ -21,6 +21,7 @@ typedef struct mc_job {
     char hdu[72];       /* default HDU for FITS cutouts; "" = first image HDU */
     char pca[4096], pca_mean[4096]; /* PCA components (K, D) .npy and optional mean (D) .npy */
     char model_note[512];           /* recorded in the catalogue (e.g. "untrained stand-in") */
+    char release[64];               /* data-release name recorded in every row (e.g. "dr10") */
     char config_text[8192];         /* the effective configuration, recorded in the catalogue */
     int batch;                      /* galaxies per work unit = per forward pass */
     int size;                       /* model input side, pixels */
@@ -70,6 +71,7 @@ typedef struct mc_slot {
     float *x;              /* n_ok * chans * size * size */
     uint8_t *status;       /* per row */
     char *message;         /* per row, IO_CAT_MSG_LEN each */
+    char *sha;             /* per row, IO_CAT_SHA_LEN each: sha256 of the file's bytes, "" when unread */
     double *ra, *dec;
     uint8_t *radec_src;
     int state;             /* 0 free, 1 loading, 2 ready */

@@ -41,6 +41,7 @@ static io_catalog_spec spec_for(const char *manifest_sha)
                          .embed_dim = D,
                          .embed_half = 1,
                          .pca_dim = K,
+                         .release = "dr-test",
                          .n_ident = 2,
                          .n_info = 1,
                          .ident = ident,
@@ -98,7 +99,22 @@ static int write_units(io_catalog *c, int size, int parity_only, char *err)
             dec[i] = -5.0 - row;
             src[i] = 2;
         }
-        io_catalog_rows rows = {r0, n, ra, dec, src, &msg[0][0], conc, frac, lo, hi, asked, emb, pca};
+        char sha[U][IO_CAT_SHA_LEN];
+        for (int i = 0; i < n; i++) snprintf(sha[i], IO_CAT_SHA_LEN, "%064lld", (long long)(r0 + i));
+        io_catalog_rows rows = {.row0 = r0,
+                                .n = n,
+                                .ra = ra,
+                                .dec = dec,
+                                .radec_source = src,
+                                .message = &msg[0][0],
+                                .file_sha256 = &sha[0][0],
+                                .conc = conc,
+                                .frac = frac,
+                                .lo90 = lo,
+                                .hi90 = hi,
+                                .asked = asked,
+                                .embed = emb,
+                                .pca = pca};
         if (io_catalog_write(c, &rows, err) || io_catalog_sync(c, err) || io_catalog_write_status(c, r0, n, st, err))
             return -1;
     }

@@ -11,7 +11,7 @@ blas = next((r["blas"] for r in rows if r.get("impl") == "sgemm"), "?")
 ours = collections.defaultdict(dict)
 theirs = collections.defaultdict(dict)
 for r in rows:
-    if "images_per_s" not in r or r.get("model") == "encoder_only":
+    if "images_per_s" not in r or str(r.get("model", "")).startswith("encoder_only"):
         continue
     key = (r["model"], r["batch"])
     side = ours if r["impl"] == "morphcat" else theirs
@@ -39,17 +39,26 @@ if best:
     print("target (>= 1.0x PyTorch's best on every model):", "met" if ok else "NOT met")
 
 # the catalogue job (bench/pipeline.sh)
-enc = [r["images_per_s"] for r in rows if r.get("model") == "encoder_only"]
-pipe = collections.defaultdict(list)
+enc = collections.defaultdict(float)
+for r in rows:
+    if str(r.get("model", "")).startswith("encoder_only_"):
+        m = r["model"][len("encoder_only_"):]
+        enc[m] = max(enc[m], r["images_per_s"])
+pipe = collections.defaultdict(float)
 for r in rows:
     if r.get("impl") == "pipeline":
-        pipe[r["ranks"]].append(r["galaxies_per_s"])
-if enc and pipe.get(1):
-    e, p1 = max(enc), max(pipe[1])
+        k = (r["model"], r["survey"], r["ranks"])
+        pipe[k] = max(pipe[k], r["galaxies_per_s"])
+if enc and pipe:
     print()
-    print("catalogue job, efficientnet_b0 stand-in checkpoint (98-answer head), 256 px g,r,z cubes -> 224 px, batch 16:")
-    print("  encoder alone %.1f images/s; FITS-to-catalogue on one core %.1f galaxies/s: overhead %.1f%% (goal < 15%%)"
-          % (e, p1, 100 * (1 - p1 / e)))
-    if pipe.get(2):
-        p2 = max(pipe[2])
-        print("  2 ranks %.1f galaxies/s = %.2fx one rank, on this 2-core machine" % (p2, p2 / p1))
+    print("catalogue job (stand-in checkpoints with the 98-answer head; 256 px g,r,z cubes -> 224 px; batch 16):")
+    for m in sorted(enc):
+        for survey in ("plain", "rice"):
+            p1 = pipe.get((m, survey, 1))
+            if not p1:
+                continue
+            print("  %-16s %-5s FITS: encoder alone %.1f images/s, FITS-to-catalogue on one core %.1f galaxies/s: "
+                  "overhead %.1f%% (goal < 15%%)" % (m, survey, enc[m], p1, 100 * (1 - p1 / enc[m])))
+            p2 = pipe.get((m, survey, 2))
+            if p2:
+                print("  %-16s %-5s FITS: 2 ranks %.1f galaxies/s = %.2fx one rank, on 2 cores" % (m, survey, p2, p2 / p1))

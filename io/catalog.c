@@ -16,7 +16,7 @@ enum { DS_ID, DS_FILE, DS_RA, DS_DEC, DS_RADEC_SRC, DS_STATUS, DS_MESSAGE, DS_SH
 static const char *const ds_path[DS_COUNT] = {
     "galaxies/id_str",          "galaxies/file",           "galaxies/ra",
     "galaxies/dec",             "galaxies/radec_source",   "galaxies/status",
-    "galaxies/message",         "galaxies/file_sha256",    "galaxies/release",
+    "galaxies/message",         "galaxies/file_xxh3",    "galaxies/release",
     "morphology/concentration", "morphology/fraction",
     "morphology/fraction_90pc_lower", "morphology/fraction_90pc_upper", "morphology/proportion_asked",
     "embedding/features",       "embedding/pca",
@@ -274,7 +274,7 @@ static int create_layout(io_catalog *c, const io_catalog_spec *s, const io_catal
                          "0 pending, 1 ok, 2 missing_file, 3 corrupt_file, 4 bad_shape, 5 bad_pixels, "
                          "6 bad_manifest_row");
     rc |= attr_write_str(c->ds[DS_RADEC_SRC], "codes", "0 none, 1 manifest, 2 WCS of the cutout");
-    rc |= attr_write_str(c->ds[DS_SHA], "meaning", "sha256 of the cutout file's bytes as read; empty when unreadable");
+    rc |= attr_write_str(c->ds[DS_SHA], "meaning", "XXH3-128 of the cutout file's bytes (xxhsum -H2), 32 hex digits; empty when unreadable");
     rc |= attr_write_str(c->ds[DS_RELEASE], "meaning", "the data release whose job computed this row");
     rc |= attr_write_str(c->ds[DS_RA], "units", "deg");
     rc |= attr_write_str(c->ds[DS_DEC], "units", "deg");
@@ -368,7 +368,7 @@ int io_catalog_open(MPI_Comm comm, const char *path, const io_catalog_spec *spec
     c->t_file = str_type((size_t)spec->path_len);
     c->t_msg = str_type(IO_CAT_MSG_LEN);
     c->t_half = half_type();
-    c->t_sha = str_type(IO_CAT_SHA_LEN);
+    c->t_sha = str_type(IO_CAT_SUM_LEN);
     c->t_rel = str_type(IO_CAT_RELEASE_LEN);
     c->dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(c->dxpl, H5FD_MPIO_INDEPENDENT);
@@ -479,7 +479,7 @@ int io_catalog_write(io_catalog *c, const io_catalog_rows *r, char *err)
     if (r->dec) rc |= write_slab(c, DS_DEC, H5T_NATIVE_DOUBLE, r->row0, r->n, 0, r->dec);
     if (r->radec_source) rc |= write_slab(c, DS_RADEC_SRC, H5T_NATIVE_UINT8, r->row0, r->n, 0, r->radec_source);
     if (r->message) rc |= write_slab(c, DS_MESSAGE, c->t_msg, r->row0, r->n, 0, r->message);
-    if (r->file_sha256) rc |= write_slab(c, DS_SHA, c->t_sha, r->row0, r->n, 0, r->file_sha256);
+    if (r->file_checksum) rc |= write_slab(c, DS_SHA, c->t_sha, r->row0, r->n, 0, r->file_checksum);
     if (c->n_answers > 0) {
         const float *m[5] = {r->conc, r->frac, r->lo90, r->hi90, r->asked};
         for (int i = 0; i < 5; i++)

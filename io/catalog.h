@@ -14,7 +14,7 @@
 #include "mc.h"
 
 #define IO_CAT_MSG_LEN 256    /* bytes per status message, NUL included */
-#define IO_CAT_SHA_LEN 65     /* hex sha256 of a cutout file, NUL included */
+#define IO_CAT_SUM_LEN 33     /* hex XXH3-128 checksum of a cutout file, NUL included */
 #define IO_CAT_RELEASE_LEN 64 /* data-release name, NUL included */
 #define IO_CAT_LAYOUT "morphcat-catalogue-1"
 
@@ -56,7 +56,7 @@ typedef struct io_catalog_rows {
     const double *ra, *dec;     /* when the WCS supplied them (radec_source 2), else NULL */
     const uint8_t *radec_source; /* 0 none, 1 manifest, 2 WCS */
     const char *message;        /* n * IO_CAT_MSG_LEN */
-    const char *file_sha256;    /* n * IO_CAT_SHA_LEN: content checksum of each cutout file ("" unread) */
+    const char *file_checksum;  /* n * IO_CAT_SUM_LEN: XXH3-128 of each cutout file's bytes ("" unread) */
     const float *conc, *frac, *lo90, *hi90, *asked; /* n * n_answers each (asked repeated per answer) */
     const float *embed;         /* n * embed_dim, float32 (converted when stored as float16) */
     const float *pca;           /* n * pca_dim */

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 int io_cutout_fail(char *err, int status, const char *fmt, ...)
 {
@@ -115,6 +116,24 @@ int io_cutout_read(const char *path, const io_read_opts *opts, io_cutout *c, cha
         c->ra = c->dec = NAN;
     }
     return status;
+}
+
+int io_file_checksum(const char *path, char hex[33], char *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return mc_fail(err, "%s: cannot open (%s)", path, strerror(errno));
+    XXH3_state_t *st = XXH3_createState();
+    MC_ASSERT(st && XXH3_128bits_reset(st) == XXH_OK);
+    unsigned char buf[1 << 16]; /* on the stack: called for every cutout, no allocation each */
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) XXH3_128bits_update(st, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    XXH3_freeState(st);
+    if (bad) return mc_fail(err, "%s: read error while checksumming", path);
+    snprintf(hex, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+    return 0;
 }
 
 void io_cutout_free(io_cutout *c)

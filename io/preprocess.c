@@ -571,6 +571,17 @@ static int select_planes(pp_kind kind, const pp_recipe *r, const io_cutout *c, i
     return MC_ROW_OK;
 }
 
+/* dst (cols x rows) = src (rows x cols)^T, in 32 x 32 tiles so both sides stay in cache lines. */
+static void transpose(const float *restrict src, int rows, int cols, float *restrict dst)
+{
+    for (int r0 = 0; r0 < rows; r0 += 32)
+        for (int c0 = 0; c0 < cols; c0 += 32) {
+            int r1 = r0 + 32 < rows ? r0 + 32 : rows, c1 = c0 + 32 < cols ? c0 + 32 : cols;
+            for (int r = r0; r < r1; r++)
+                for (int c = c0; c < c1; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+        }
+}
+
 static size_t align16(size_t n)
 {
     return (n + 15) & ~(size_t)15;
@@ -628,7 +639,8 @@ int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_wor
     size_t n_col = align16((size_t)np * npix);
     size_t n_tmp = align16((size_t)c->h * size);
     size_t n_scr = kind == PP_ASINH ? align16(npix) : 0;
-    size_t need = n_axes + n_col + n_tmp + n_scr;
+    size_t n_colt = align16(npix), n_tmpt = n_tmp; /* transposed copies for the horizontal pass */
+    size_t need = n_axes + n_col + n_tmp + n_scr + n_colt + n_tmpt;
     if (w->cap < need || !w->buf) {
         free(w->buf);
         w->buf = (float *)mc_malloc_aligned(need * sizeof(float));
@@ -648,6 +660,10 @@ int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_wor
     float *tmp = mem;
     mem += n_tmp;
     float *scr = n_scr ? mem : NULL;
+    mem += n_scr;
+    float *colt = mem;
+    mem += n_colt;
+    float *tmpt = mem;
     axis_build(&ax, c->w, bx, side, size, 0);
     axis_build(&ay, c->h, by, side, size, r->flip);
     int rx0 = ax.rlo, rw = ax.rhi - ax.rlo, ry0 = ay.rlo, rh = ay.rhi - ay.rlo;
@@ -676,18 +692,23 @@ int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_wor
     /* The view: horizontal pass into tmp (region rows x size), then vertical into out. */
     size_t oplane = (size_t)size * size;
     for (int k = 0; k < ncol; k++) {
-        const float *src = col + k * rplane;
-        for (int y = 0; y < rh; y++) {
-            const float *s = src + (size_t)y * rw - rx0;
-            float *t = tmp + (size_t)y * size;
-            for (int i = 0; i < size; i++) {
-                const float *wt = ax.wt + (size_t)i * ks;
-                const float *sp = s + ax.lo[i];
-                float acc = 0.0f;
-                for (int q = 0; q < ax.cnt[i]; q++) acc += wt[q] * sp[q];
-                t[i] = acc;
+        /* Horizontal pass on the transposed region, so that it vectorises over rows like the vertical
+         * one (a tap-by-tap gather along a row does not): colt = region^T, tmpt[i][y] = sum_q w[i][q]
+         * colt[lo_i + q][y], tmp = tmpt^T. Each output sums the same products in the same order as
+         * the row-wise form, so the result is unchanged. */
+        transpose(col + k * rplane, rh, rw, colt);
+        for (int i = 0; i < size; i++) {
+            float *t = tmpt + (size_t)i * rh;
+            const float *wt = ax.wt + (size_t)i * ks;
+            const float *c0 = colt + (size_t)(ax.lo[i] - rx0) * rh;
+            for (int y = 0; y < rh; y++) t[y] = 0.0f;
+            for (int q = 0; q < ax.cnt[i]; q++) {
+                const float wq = wt[q];
+                const float *cr = c0 + (size_t)q * rh;
+                for (int y = 0; y < rh; y++) t[y] += wq * cr[y];
             }
         }
+        transpose(tmpt, size, rh, tmp);
         float *o = out + k * oplane;
         for (int i = 0; i < size; i++) {
             float *orow = o + (size_t)i * size;

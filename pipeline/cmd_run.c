@@ -171,7 +171,7 @@ static int process_slot(run_state *r, mc_slot *s, char *err)
                             .dec = s->dec,
                             .radec_source = s->radec_src,
                             .message = s->message,
-                            .file_sha256 = s->sha,
+                            .file_checksum = s->sum,
                             .conc = A ? r->conc : NULL,
                             .frac = A ? r->frac : NULL,
                             .lo90 = A ? r->lo : NULL,

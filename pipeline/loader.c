@@ -29,7 +29,7 @@ static void load_row(mc_loader *l, mc_slot *s, int i)
     const size_t per = (size_t)l->chans * l->size * l->size;
     int st;
     msg[0] = 0;
-    s->sha[(size_t)i * IO_CAT_SHA_LEN] = 0;
+    s->sum[(size_t)i * IO_CAT_SUM_LEN] = 0;
     s->ra[i] = row->ra;
     s->dec[i] = row->dec;
     s->radec_src[i] = isnan(row->ra) || isnan(row->dec) ? 0 : 1;
@@ -41,7 +41,7 @@ static void load_row(mc_loader *l, mc_slot *s, int i)
         /* the content checksum first (data-release reruns compare it); a file that cannot be read is
          * reported by the decoder below, with its reason */
         char herr[MC_ERR_LEN];
-        if (nn_file_sha256(row->path, s->sha + (size_t)i * IO_CAT_SHA_LEN, herr)) s->sha[(size_t)i * IO_CAT_SHA_LEN] = 0;
+        if (io_file_checksum(row->path, s->sum + (size_t)i * IO_CAT_SUM_LEN, herr)) s->sum[(size_t)i * IO_CAT_SUM_LEN] = 0;
         st = io_cutout_read(row->path, &o, &l->cut, err);
         if (st == MC_ROW_OK) {
             if (s->radec_src[i] == 0 && l->cut.has_wcs) {
@@ -115,7 +115,7 @@ mc_loader *mc_loader_init(const io_manifest *m, const pp_recipe *recipe, const c
         s->x = mc_malloc_aligned(sizeof(float) * (size_t)batch * chans * size * size);
         s->status = mc_malloc((size_t)batch);
         s->message = mc_calloc((size_t)batch, IO_CAT_MSG_LEN);
-        s->sha = mc_calloc((size_t)batch, IO_CAT_SHA_LEN);
+        s->sum = mc_calloc((size_t)batch, IO_CAT_SUM_LEN);
         s->ra = mc_malloc(sizeof(double) * (size_t)batch);
         s->dec = mc_malloc(sizeof(double) * (size_t)batch);
         s->radec_src = mc_malloc((size_t)batch);
@@ -191,7 +191,7 @@ void mc_loader_free(mc_loader *l)
         free(s->x);
         free(s->status);
         free(s->message);
-        free(s->sha);
+        free(s->sum);
         free(s->ra);
         free(s->dec);
         free(s->radec_src);

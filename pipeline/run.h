@@ -71,7 +71,7 @@ typedef struct mc_slot {
     float *x;              /* n_ok * chans * size * size */
     uint8_t *status;       /* per row */
     char *message;         /* per row, IO_CAT_MSG_LEN each */
-    char *sha;             /* per row, IO_CAT_SHA_LEN each: sha256 of the file's bytes, "" when unread */
+    char *sum;             /* per row, IO_CAT_SUM_LEN each: XXH3-128 of the file's bytes, "" when unread */
     double *ra, *dec;
     uint8_t *radec_src;
     int state;             /* 0 free, 1 loading, 2 ready */

@@ -39,6 +39,6 @@ for n in (1, 2, 3):
                 "%d: answer column names" % n)
         c.check(f["galaxies/message"][5].decode() == "gal: truncated", "%d: message of a failed row" % n)
         c.check(np.allclose(f["galaxies/ra"][:], 10.0 + rows), "%d: ra from the WCS path" % n)
-        c.check(list(f["galaxies/file_sha256"][:].astype(str)) == ["%064d" % i for i in rows], "%d: file_sha256" % n)
+        c.check(list(f["galaxies/file_xxh3"][:].astype(str)) == ["%032d" % i for i in rows], "%d: file_xxh3" % n)
         c.check(set(f["galaxies/release"][:].astype(str)) == {"dr-test"}, "%d: release column" % n)
 c.finish()

@@ -99,15 +99,15 @@ static int write_units(io_catalog *c, int size, int parity_only, char *err)
             dec[i] = -5.0 - row;
             src[i] = 2;
         }
-        char sha[U][IO_CAT_SHA_LEN];
-        for (int i = 0; i < n; i++) snprintf(sha[i], IO_CAT_SHA_LEN, "%064lld", (long long)(r0 + i));
+        char sum[U][IO_CAT_SUM_LEN];
+        for (int i = 0; i < n; i++) snprintf(sum[i], IO_CAT_SUM_LEN, "%032lld", (long long)(r0 + i));
         io_catalog_rows rows = {.row0 = r0,
                                 .n = n,
                                 .ra = ra,
                                 .dec = dec,
                                 .radec_source = src,
                                 .message = &msg[0][0],
-                                .file_sha256 = &sha[0][0],
+                                .file_checksum = &sum[0][0],
                                 .conc = conc,
                                 .frac = frac,
                                 .lo90 = lo,

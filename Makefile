@@ -44,6 +44,9 @@ $(B)/obj/gen/schemas.o: $(B)/gen/schemas.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# torchvision's box arithmetic is separate tensor operations: no fused multiply-adds there
+$(B)/obj/nn/detect_ops.o: CFLAGS += -ffp-contract=off
+
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<

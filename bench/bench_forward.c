@@ -3,6 +3,9 @@
  *                                         images/s, GFLOP/s, arena, peak RSS; the batch is filled from the
  *                                         images of X.npy (cycled), else from uniform noise
  *   bench_forward sgemm [--seconds T]                                       single-thread sgemm GFLOP/s
+ *   bench_forward detect --model PATH --input X.npy [--runs N]  the Faster R-CNN on the first image of X.npy
+ *                                         ((N, 3, H, W) in [0, 1]): seconds per image (median and best of N
+ *                                         after a warm-up), GFLOP/s, arena, peak RSS
  * Prints one JSON object per line. One configuration per process, so peak RSS belongs to it alone.
  * Not a test: it asserts nothing about speed; bench/run.sh compares figures measured in the same run. */
 #include <cblas.h>
@@ -74,6 +77,65 @@ static int bench_sgemm(double seconds)
     return 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int bench_detect(int argc, char **argv)
+{
+    const char *path = arg_str(argc, argv, "--model"), *input = arg_str(argc, argv, "--input");
+    int runs = (int)arg_num(argc, argv, "--runs", 3);
+    char err[MC_ERR_LEN];
+    nn_det_config cfg;
+    nn_det_config_default(&cfg);
+    nn_detector *d;
+    io_npy in;
+    if (!path || !input || runs < 1) {
+        fprintf(stderr, "bench_forward detect: --model and --input required\n");
+        return 2;
+    }
+    if (nn_detector_load(path, &cfg, &d, err) || io_npy_open(input, &in, err)) {
+        fprintf(stderr, "bench_forward: %s\n", err);
+        return 1;
+    }
+    if (in.ndim != 4 || in.shape[1] != 3) {
+        fprintf(stderr, "bench_forward: %s: want (N, 3, H, W)\n", input);
+        return 1;
+    }
+    int H = (int)in.shape[2], W = (int)in.shape[3];
+    float *x = mc_malloc(sizeof(float) * 3 * (size_t)H * W);
+    if (io_npy_read_rows(&in, 0, 1, x, err)) {
+        fprintf(stderr, "bench_forward: %s\n", err);
+        return 1;
+    }
+    nn_detection dets[100];
+    int n = 0;
+    double *t = mc_malloc(sizeof(double) * (size_t)runs);
+    if (nn_detect(d, x, H, W, dets, 100, &n, NULL, NULL, err) != MC_ROW_OK) { /* warm-up: plans the arena */
+        fprintf(stderr, "bench_forward: %s\n", err);
+        return 1;
+    }
+    for (int i = 0; i < runs; i++) {
+        double t0 = mc_now();
+        nn_detect(d, x, H, W, dets, 100, &n, NULL, NULL, err);
+        t[i] = mc_now() - t0;
+    }
+    qsort(t, (size_t)runs, sizeof *t, cmp_double);
+    double macs = nn_detector_macs(d, H, W);
+    printf("{\"model\":\"fasterrcnn_resnet50_fpn\",\"impl\":\"morphcat\",\"s_per_image\":%.4f,\"best\":%.4f,"
+           "\"runs\":%d,\"input_hw\":[%d,%d],\"detections\":%d,\"gflops\":%.1f,\"arena_mb\":%.1f,"
+           "\"peak_rss_mb\":%.1f,\"blas\":\"%s\"}\n",
+           t[runs / 2], t[0], runs, H, W, n, 2e-9 * macs / t[0], nn_detector_plan_bytes(d, H, W) / 1048576.0,
+           peak_rss_kb() / 1024.0, nn_blas_describe());
+    free(t);
+    free(x);
+    io_npy_close(&in);
+    nn_detector_free(d);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     nn_init();
@@ -83,6 +145,7 @@ int main(int argc, char **argv)
     }
     double seconds = arg_num(argc, argv, "--seconds", 3.0);
     if (!strcmp(argv[1], "sgemm")) return bench_sgemm(seconds);
+    if (!strcmp(argv[1], "detect")) return bench_detect(argc, argv);
     const char *path = arg_str(argc, argv, "--model");
     int batch = (int)arg_num(argc, argv, "--batch", 1), size = (int)arg_num(argc, argv, "--size", 224);
     const char *label = arg_str(argc, argv, "--label");

@@ -62,3 +62,21 @@ if enc and pipe:
             p2 = pipe.get((m, survey, 2))
             if p2:
                 print("  %-16s %-5s FITS: 2 ranks %.1f galaxies/s = %.2fx one rank, on 2 cores" % (m, survey, p2, p2 / p1))
+
+# the clump detector (bench/detect.sh)
+det = {}
+for r in rows:
+    if r.get("model") == "fasterrcnn_resnet50_fpn":
+        impl = r["impl"]
+        if impl not in det or r["best"] < det[impl]["best"]:
+            det[impl] = r
+if "morphcat" in det and "torchvision" in det:
+    o, t = det["morphcat"], det["torchvision"]
+    print()
+    print("clump detector (fasterrcnn_resnet50_fpn, 3 classes, %dx%d image -> 800 px, batch 1, one thread):" %
+          tuple(o["input_hw"]))
+    print("  morphcat %.2f s/image (%.0f GFLOP/s, %.0f%% of sgemm; arena %.0f MB, peak RSS %.0f MB)" % (
+        o["best"], o["gflops"], 100 * o["gflops"] / sgemm, o["arena_mb"], o["peak_rss_mb"]))
+    print("  torchvision %.2f s/image (peak RSS %s MB)" % (t["best"], t.get("peak_rss_mb", "?")))
+    print("  morphcat is %.2fx torchvision per image (target >= 1.0x: %s)" % (
+        t["best"] / o["best"], "met" if t["best"] >= o["best"] else "NOT met"))

@@ -2,6 +2,7 @@
  * collective; everything between is independent raw-data I/O into preallocated chunks, so no metadata
  * changes while galaxies are being computed and a killed rank cannot leave the file unreadable. */
 #include "io/catalog.h"
+#include "io/h5attr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +12,8 @@
 #include <unistd.h>
 
 enum { DS_ID, DS_FILE, DS_RA, DS_DEC, DS_RADEC_SRC, DS_STATUS, DS_MESSAGE, DS_SHA, DS_RELEASE, DS_CONC, DS_FRAC, DS_LO, DS_HI,
-       DS_ASKED, DS_EMBED, DS_PCA, DS_COUNT };
+       DS_ASKED, DS_EMBED, DS_PCA, DS_CL_COUNT, DS_CL_STATUS, DS_CL_LABEL, DS_CL_SCORE, DS_CL_BOX, DS_CL_RA, DS_CL_DEC,
+       DS_COUNT };
 
 static const char *const ds_path[DS_COUNT] = {
     "galaxies/id_str",          "galaxies/file",           "galaxies/ra",
@@ -20,6 +22,9 @@ static const char *const ds_path[DS_COUNT] = {
     "morphology/concentration", "morphology/fraction",
     "morphology/fraction_90pc_lower", "morphology/fraction_90pc_upper", "morphology/proportion_asked",
     "embedding/features",       "embedding/pca",
+    "clumps/count",             "clumps/status",           "clumps/label",
+    "clumps/score",             "clumps/box",              "clumps/ra",
+    "clumps/dec",
 };
 
 /* Zoobot's column suffixes (zoobot/shared/load_predictions.py; Euclid's release adds _dirichlet). */
@@ -40,7 +45,7 @@ struct io_catalog {
     hid_t ds[DS_COUNT];
     hid_t t_id, t_file, t_msg, t_half, t_sha, t_rel;
     int64_t n_rows;
-    int n_answers, embed_dim, embed_half, pca_dim;
+    int n_answers, embed_dim, embed_half, pca_dim, clump_max;
     int fd;         /* POSIX descriptor for fsync */
     int complete;   /* reopened catalogue already marked complete */
     uint16_t *half; /* conversion buffer for float16 embeddings */
@@ -67,20 +72,6 @@ static hid_t half_type(void)
     return t;
 }
 
-static int attr_write_str(hid_t obj, const char *name, const char *value)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
-    hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 || H5Awrite(a, t, &value) < 0 ? -1 : 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    H5Tclose(t);
-    return rc;
-}
 
 static int attr_write_strs(hid_t obj, const char *name, int n, const char *const *values)
 {
@@ -97,43 +88,6 @@ static int attr_write_strs(hid_t obj, const char *name, int n, const char *const
     return rc;
 }
 
-/* Read a string attribute (variable or fixed length) into buf; -1 when absent. */
-static int attr_read_str(hid_t obj, const char *name, char *buf, size_t len)
-{
-    buf[0] = 0;
-    if (H5Aexists(obj, name) <= 0) return -1;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t ft = H5Aget_type(a);
-    int rc = -1;
-    if (H5Tget_class(ft) == H5T_STRING) {
-        if (H5Tis_variable_str(ft) > 0) {
-            hid_t t = H5Tcopy(H5T_C_S1);
-            H5Tset_size(t, H5T_VARIABLE);
-            H5Tset_cset(t, H5Tget_cset(ft));
-            char *v = NULL;
-            if (H5Aread(a, t, &v) >= 0 && v) {
-                snprintf(buf, len, "%s", v);
-                hid_t sp = H5Aget_space(a);
-                H5Dvlen_reclaim(t, sp, H5P_DEFAULT, &v);
-                H5Sclose(sp);
-                rc = 0;
-            }
-            H5Tclose(t);
-        } else {
-            size_t n = H5Tget_size(ft);
-            char *v = mc_calloc(n + 1, 1);
-            if (H5Aread(a, ft, v) >= 0) {
-                snprintf(buf, len, "%s", v);
-                rc = 0;
-            }
-            free(v);
-        }
-    }
-    H5Tclose(ft);
-    H5Aclose(a);
-    return rc;
-}
-
 /* Rows per chunk: a multiple of the work unit, about 1 MiB of row data. */
 static hsize_t chunk_rows(size_t row_bytes, int unit)
 {
@@ -142,13 +96,16 @@ static hsize_t chunk_rows(size_t row_bytes, int unit)
     return (hsize_t)(units * (size_t)unit);
 }
 
-static hid_t make_dataset(hid_t file, const char *path, hid_t type, int64_t n, int cols, int unit, int fill_zero)
+/* (n), (n, cols) or (n, cols, depth) */
+static hid_t make_dataset3(hid_t file, const char *path, hid_t type, int64_t n, int cols, int depth, int unit,
+                           int fill_zero)
 {
-    hsize_t dims[2] = {(hsize_t)n, (hsize_t)cols}, maxd[2] = {H5S_UNLIMITED, (hsize_t)cols};
-    int rank = cols > 0 ? 2 : 1;
+    hsize_t dims[3] = {(hsize_t)n, (hsize_t)cols, (hsize_t)depth}, maxd[3] = {H5S_UNLIMITED, (hsize_t)cols, (hsize_t)depth};
+    int rank = cols > 0 ? (depth > 0 ? 3 : 2) : 1;
     hid_t sp = H5Screate_simple(rank, dims, maxd);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    hsize_t chunk[2] = {chunk_rows(H5Tget_size(type) * (size_t)(cols > 0 ? cols : 1), unit), (hsize_t)cols};
+    size_t per_row = (size_t)(cols > 0 ? cols : 1) * (size_t)(depth > 0 ? depth : 1);
+    hsize_t chunk[3] = {chunk_rows(H5Tget_size(type) * per_row, unit), (hsize_t)cols, (hsize_t)depth};
     H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY); /* parallel HDF5 requires it; no chunk appears later */
     if (fill_zero) {
@@ -165,6 +122,11 @@ static hid_t make_dataset(hid_t file, const char *path, hid_t type, int64_t n, i
     H5Pclose(dcpl);
     H5Sclose(sp);
     return ds;
+}
+
+static hid_t make_dataset(hid_t file, const char *path, hid_t type, int64_t n, int cols, int unit, int fill_zero)
+{
+    return make_dataset3(file, path, type, n, cols, 0, unit, fill_zero);
 }
 
 /* A 1-D virtual dataset /columns/<name> showing column j of a (rows, cols) dataset, unlimited in rows, so
@@ -197,18 +159,24 @@ static int make_column_view(hid_t file, const char *name, const char *src, hid_t
     return rc;
 }
 
-static int write_slab(io_catalog *c, int which, hid_t mtype, int64_t row0, int64_t n, int cols, const void *buf)
+static int write_slab3(io_catalog *c, int which, hid_t mtype, int64_t row0, int64_t n, int cols, int depth,
+                       const void *buf)
 {
     if (n <= 0) return 0;
     hid_t fs = H5Dget_space(c->ds[which]);
-    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)n, (hsize_t)cols};
-    int rank = cols > 0 ? 2 : 1;
+    hsize_t start[3] = {(hsize_t)row0, 0, 0}, count[3] = {(hsize_t)n, (hsize_t)cols, (hsize_t)depth};
+    int rank = cols > 0 ? (depth > 0 ? 3 : 2) : 1;
     H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     hid_t ms = H5Screate_simple(rank, count, NULL);
     herr_t e = H5Dwrite(c->ds[which], mtype, ms, fs, c->dxpl, buf);
     H5Sclose(ms);
     H5Sclose(fs);
     return e < 0 ? -1 : 0;
+}
+
+static int write_slab(io_catalog *c, int which, hid_t mtype, int64_t row0, int64_t n, int cols, const void *buf)
+{
+    return write_slab3(c, which, mtype, row0, n, cols, 0, buf);
 }
 
 static void cat_free(io_catalog *c)
@@ -262,22 +230,32 @@ static int create_layout(io_catalog *c, const io_catalog_spec *s, const io_catal
         c->ds[DS_EMBED] = make_dataset(f, ds_path[DS_EMBED], s->embed_half ? c->t_half : H5T_IEEE_F32LE, s->n_rows,
                                        s->embed_dim, u, 0);
     if (s->pca_dim > 0) c->ds[DS_PCA] = make_dataset(f, ds_path[DS_PCA], H5T_IEEE_F32LE, s->n_rows, s->pca_dim, u, 0);
+    if (s->clump_max > 0) {
+        const int K = s->clump_max;
+        c->ds[DS_CL_COUNT] = make_dataset(f, ds_path[DS_CL_COUNT], H5T_STD_U16LE, s->n_rows, 0, u, 0);
+        c->ds[DS_CL_STATUS] = make_dataset(f, ds_path[DS_CL_STATUS], H5T_STD_U8LE, s->n_rows, 0, u, 0);
+        c->ds[DS_CL_LABEL] = make_dataset(f, ds_path[DS_CL_LABEL], H5T_STD_U8LE, s->n_rows, K, u, 0);
+        c->ds[DS_CL_SCORE] = make_dataset(f, ds_path[DS_CL_SCORE], H5T_IEEE_F32LE, s->n_rows, K, u, 0);
+        c->ds[DS_CL_BOX] = make_dataset3(f, ds_path[DS_CL_BOX], H5T_IEEE_F32LE, s->n_rows, K, 4, u, 0);
+        c->ds[DS_CL_RA] = make_dataset(f, ds_path[DS_CL_RA], H5T_IEEE_F64LE, s->n_rows, K, u, 0);
+        c->ds[DS_CL_DEC] = make_dataset(f, ds_path[DS_CL_DEC], H5T_IEEE_F64LE, s->n_rows, K, u, 0);
+    }
     for (int i = 0; i < DS_COUNT; i++)
         if (c->ds[i] < 0) return mc_fail(err, "%s: cannot create dataset %s", c->path, ds_path[i]);
 
     /* self-description */
     int rc = 0;
-    rc |= attr_write_str(f, "layout", IO_CAT_LAYOUT);
-    for (int i = 0; i < s->n_ident; i++) rc |= attr_write_str(f, s->ident[i].key, s->ident[i].value);
-    for (int i = 0; i < s->n_info; i++) rc |= attr_write_str(f, s->info[i].key, s->info[i].value);
-    rc |= attr_write_str(c->ds[DS_STATUS], "codes",
+    rc |= io_h5_attr_put_str(f, "layout", IO_CAT_LAYOUT);
+    for (int i = 0; i < s->n_ident; i++) rc |= io_h5_attr_put_str(f, s->ident[i].key, s->ident[i].value);
+    for (int i = 0; i < s->n_info; i++) rc |= io_h5_attr_put_str(f, s->info[i].key, s->info[i].value);
+    rc |= io_h5_attr_put_str(c->ds[DS_STATUS], "codes",
                          "0 pending, 1 ok, 2 missing_file, 3 corrupt_file, 4 bad_shape, 5 bad_pixels, "
                          "6 bad_manifest_row");
-    rc |= attr_write_str(c->ds[DS_RADEC_SRC], "codes", "0 none, 1 manifest, 2 WCS of the cutout");
-    rc |= attr_write_str(c->ds[DS_SHA], "meaning", "XXH3-128 of the cutout file's bytes (xxhsum -H2), 32 hex digits; empty when unreadable");
-    rc |= attr_write_str(c->ds[DS_RELEASE], "meaning", "the data release whose job computed this row");
-    rc |= attr_write_str(c->ds[DS_RA], "units", "deg");
-    rc |= attr_write_str(c->ds[DS_DEC], "units", "deg");
+    rc |= io_h5_attr_put_str(c->ds[DS_RADEC_SRC], "codes", "0 none, 1 manifest, 2 WCS of the cutout");
+    rc |= io_h5_attr_put_str(c->ds[DS_SHA], "meaning", "XXH3-128 of the cutout file's bytes (xxhsum -H2), 32 hex digits; empty when unreadable");
+    rc |= io_h5_attr_put_str(c->ds[DS_RELEASE], "meaning", "the data release whose job computed this row");
+    rc |= io_h5_attr_put_str(c->ds[DS_RA], "units", "deg");
+    rc |= io_h5_attr_put_str(c->ds[DS_DEC], "units", "deg");
     if (s->n_answers > 0) {
         hid_t g = H5Gopen2(f, "morphology", H5P_DEFAULT);
         rc |= attr_write_strs(g, "answer_columns", s->n_answers, s->answer_cols);
@@ -289,6 +267,23 @@ static int create_layout(io_catalog *c, const io_catalog_spec *s, const io_catal
                 snprintf(src, sizeof src, "/%s", ds_path[column_views[v].ds]);
                 rc |= make_column_view(f, name, src, H5T_IEEE_F32LE, s->n_rows, s->n_answers, j);
             }
+    }
+    if (s->clump_max > 0) {
+        hid_t g = H5Gopen2(f, "clumps", H5P_DEFAULT);
+        rc |= attr_write_strs(g, "class_names", s->n_clump_classes, s->clump_classes);
+        rc |= io_h5_attr_put_str(g, "meaning",
+                             "per galaxy row: up to max_per_galaxy detections by decreasing score; count says how many "
+                             "slots hold one (the rest: label 0, score and box NaN). box = x1, y1, x2, y2 in pixels of "
+                             "the cutout's stored image (x along a row, y along the stored rows, 0 at the first pixel's "
+                             "edge); ra, dec = the box centre through the cutout's WCS (NaN without one); label indexes "
+                             "class_names (0 = background, unused)");
+        char kbuf[32];
+        snprintf(kbuf, sizeof kbuf, "%d", s->clump_max);
+        rc |= io_h5_attr_put_str(g, "max_per_galaxy", kbuf);
+        H5Gclose(g);
+        rc |= io_h5_attr_put_str(c->ds[DS_CL_STATUS], "codes",
+                             "0 not run (pending, or the galaxy failed before detection), 1 ok, 4 bad_shape, "
+                             "5 bad_pixels (the reason is in galaxies/message)");
     }
     if (rc) return mc_fail(err, "%s: cannot write the catalogue's attributes", c->path);
 
@@ -322,18 +317,19 @@ static int create_layout(io_catalog *c, const io_catalog_spec *s, const io_catal
 static int check_ident(io_catalog *c, const io_catalog_spec *s, char *err)
 {
     char have[4096];
-    if (attr_read_str(c->file, "layout", have, sizeof have) || strcmp(have, IO_CAT_LAYOUT))
+    if (io_h5_attr_str(c->file, "layout", have, sizeof have) || strcmp(have, IO_CAT_LAYOUT))
         return mc_fail(err, "%s: exists and is not a morphcat catalogue (layout attribute '%s'); choose another "
                             "output path", c->path, have);
     for (int i = 0; i < s->n_ident; i++) {
-        if (attr_read_str(c->file, s->ident[i].key, have, sizeof have) || strcmp(have, s->ident[i].value))
+        if (io_h5_attr_str(c->file, s->ident[i].key, have, sizeof have) || strcmp(have, s->ident[i].value))
             return mc_fail(err, "%s: was made by a different job: its %s is '%.200s', this job's is '%.200s' "
                                 "(write to a new path, or use morphcat merge / a release rerun)",
                            c->path, s->ident[i].key, have, s->ident[i].value);
     }
     for (int i = 0; i < DS_COUNT; i++) {
         int needed = i <= DS_RELEASE || (i >= DS_CONC && i <= DS_ASKED && s->n_answers > 0) ||
-                     (i == DS_EMBED && s->embed_dim > 0) || (i == DS_PCA && s->pca_dim > 0);
+                     (i == DS_EMBED && s->embed_dim > 0) || (i == DS_PCA && s->pca_dim > 0) ||
+                     (i >= DS_CL_COUNT && i <= DS_CL_DEC && s->clump_max > 0);
         if (!needed) continue;
         c->ds[i] = H5Dopen2(c->file, ds_path[i], H5P_DEFAULT);
         if (c->ds[i] < 0) return mc_fail(err, "%s: dataset %s is missing", c->path, ds_path[i]);
@@ -364,6 +360,7 @@ int io_catalog_open(MPI_Comm comm, const char *path, const io_catalog_spec *spec
     c->embed_dim = spec->embed_dim;
     c->embed_half = spec->embed_half;
     c->pca_dim = spec->pca_dim;
+    c->clump_max = spec->clump_max;
     c->t_id = str_type((size_t)spec->id_len);
     c->t_file = str_type((size_t)spec->path_len);
     c->t_msg = str_type(IO_CAT_MSG_LEN);
@@ -502,6 +499,16 @@ int io_catalog_write(io_catalog *c, const io_catalog_rows *r, char *err)
         }
     }
     if (c->pca_dim > 0 && r->pca) rc |= write_slab(c, DS_PCA, H5T_NATIVE_FLOAT, r->row0, r->n, c->pca_dim, r->pca);
+    if (c->clump_max > 0 && r->clump_count) {
+        const int K = c->clump_max;
+        rc |= write_slab(c, DS_CL_COUNT, H5T_NATIVE_UINT16, r->row0, r->n, 0, r->clump_count);
+        rc |= write_slab(c, DS_CL_STATUS, H5T_NATIVE_UINT8, r->row0, r->n, 0, r->clump_status);
+        rc |= write_slab(c, DS_CL_LABEL, H5T_NATIVE_UINT8, r->row0, r->n, K, r->clump_label);
+        rc |= write_slab(c, DS_CL_SCORE, H5T_NATIVE_FLOAT, r->row0, r->n, K, r->clump_score);
+        rc |= write_slab3(c, DS_CL_BOX, H5T_NATIVE_FLOAT, r->row0, r->n, K, 4, r->clump_box);
+        rc |= write_slab(c, DS_CL_RA, H5T_NATIVE_DOUBLE, r->row0, r->n, K, r->clump_ra);
+        rc |= write_slab(c, DS_CL_DEC, H5T_NATIVE_DOUBLE, r->row0, r->n, K, r->clump_dec);
+    }
     if (rc)
         return mc_fail(err, "%s: writing rows %lld-%lld failed (disk full or file system error?)", c->path,
                        (long long)r->row0, (long long)(r->row0 + r->n - 1));

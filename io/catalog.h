@@ -33,6 +33,9 @@ typedef struct io_catalog_spec {
     int embed_dim;       /* 0: no embedding */
     int embed_half;      /* store the embedding as float16 */
     int pca_dim;         /* 0: no PCA projection */
+    int clump_max;       /* 0: no clumps group; else detections kept per galaxy (the arrays' width) */
+    int n_clump_classes; /* class names of the detector, background first */
+    const char *const *clump_classes;
     const char *release; /* data-release name written into every row's release column at creation */
     /* Written at creation. `ident` attributes must match on reopen (manifest, model, schema, recipe ...)
      * or the open is refused; `info` attributes are informational (configuration text, times). */
@@ -60,6 +63,12 @@ typedef struct io_catalog_rows {
     const float *conc, *frac, *lo90, *hi90, *asked; /* n * n_answers each (asked repeated per answer) */
     const float *embed;         /* n * embed_dim, float32 (converted when stored as float16) */
     const float *pca;           /* n * pca_dim */
+    /* clumps (when the catalogue has them): per row a count and status, per slot (clump_max a row) a label
+     * (0 empty), a score and sky position (NaN empty) and a box (4 floats, NaN empty) */
+    const uint16_t *clump_count;
+    const uint8_t *clump_status, *clump_label;
+    const float *clump_score, *clump_box;
+    const double *clump_ra, *clump_dec;
 } io_catalog_rows;
 
 /* Collective. Create `path` with spec's layout, or reopen it when it exists and is a morphcat catalogue

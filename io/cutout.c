@@ -61,6 +61,7 @@ int io_cutout_read(const char *path, const io_read_opts *opts, io_cutout *c, cha
     /* Everything but the buffer describes the previous file: reset it. */
     float *pix = c->pix;
     size_t cap = c->cap;
+    io_cutout_wcs_free(c);
     memset(c, 0, sizeof *c);
     c->pix = pix;
     c->cap = cap;
@@ -114,6 +115,7 @@ int io_cutout_read(const char *path, const io_read_opts *opts, io_cutout *c, cha
         c->nband = c->h = c->w = 0;
         c->has_wcs = 0;
         c->ra = c->dec = NAN;
+        io_cutout_wcs_free(c);
     }
     return status;
 }
@@ -142,4 +144,5 @@ void io_cutout_free(io_cutout *c)
     free(c->pix);
     c->pix = NULL;
     c->cap = 0;
+    io_cutout_wcs_free(c);
 }

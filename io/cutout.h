@@ -25,6 +25,7 @@ typedef struct io_cutout {
     int has_wcs;     /* a celestial WCS was found and evaluated */
     double ra, dec;  /* world coordinates (deg) of the image centre, pixel ((w+1)/2, (h+1)/2) in FITS terms */
     int hdu;         /* 1-based HDU number read (FITS) */
+    struct io_wcs *wcs; /* the celestial WCS, for positions other than the centre; NULL without one */
     char extname[72];
 } io_cutout;
 
@@ -39,6 +40,15 @@ typedef struct io_read_opts {
  * Never crashes on malformed files. Thread-safe: one io_cutout per thread (CFITSIO is built reentrant). */
 int io_cutout_read(const char *path, const io_read_opts *opts, io_cutout *c, char *err);
 void io_cutout_free(io_cutout *c);
+
+/* A cutout's celestial WCS (wcslib underneath). World coordinates (deg) of a point given in FITS pixel
+ * coordinates of the planes (x along a row, y along the stored rows, 1-based: the first stored pixel's
+ * centre is (1, 1)); -1 off the sky. */
+typedef struct io_wcs io_wcs;
+int io_wcs_pix2sky(const io_wcs *w, double x, double y, double *ra, double *dec);
+/* Take the WCS out of the cutout (it survives the next read); NULL when there is none. */
+io_wcs *io_cutout_take_wcs(io_cutout *c);
+void io_wcs_free(io_wcs *w);
 
 /* Content checksum of a file: XXH3-128 of its bytes as 32 lowercase hex digits, the form `xxhsum -H2`
  * and Python's xxhash.xxh3_128_hexdigest print. Chosen over sha256 for speed: it runs at memory speed

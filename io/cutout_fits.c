@@ -114,6 +114,11 @@ static int read_band_names(fitsfile *f, io_cutout *c)
     return 0;
 }
 
+struct io_wcs {
+    struct wcsprm *w;
+    int swap; /* the WCS's first axis runs along the planes' rows, not their columns */
+};
+
 /* Centre of the image in world coordinates from the celestial axes of the primary (unlettered) WCS. ax_x
  * and ax_y are the 0-based FITS axes that became the planes' columns and rows; every other axis (the band
  * axis, degenerate axes) is evaluated at pixel 1. A missing or unusable WCS just leaves has_wcs = 0. */
@@ -135,26 +140,38 @@ static void read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c)
                 pick = i;
                 break;
             }
-        struct wcsprm sub;
-        memset(&sub, 0, sizeof sub);
-        sub.flag = -1;
+        /* on the heap, so it can be kept as it is (wcsprm is not safe to copy byte-wise) */
+        struct wcsprm *subp = mc_calloc(1, sizeof *subp);
+        subp->flag = -1;
         int nsub = 2, axes[2] = {WCSSUB_LONGITUDE, WCSSUB_LATITUDE};
-        if (wcssub(1, &wcs[pick], &nsub, axes, &sub) == 0 && nsub == 2 && wcsset(&sub) == 0 && sub.lng >= 0 &&
-            sub.lat >= 0) {
+        if (wcssub(1, &wcs[pick], &nsub, axes, subp) == 0 && nsub == 2 && wcsset(subp) == 0 && subp->lng >= 0 &&
+            subp->lat >= 0) {
             double pix[2], img[2], phi, theta, world[2];
             int stat[1];
             for (int k = 0; k < 2; k++) {
                 int a = axes[k] - 1; /* 0-based FITS axis this celestial axis came from */
                 pix[k] = a == ax_x ? (c->w + 1) / 2.0 : a == ax_y ? (c->h + 1) / 2.0 : 1.0;
             }
-            if (wcsp2s(&sub, 1, 2, pix, img, &phi, &theta, world, stat) == 0 && isfinite(world[sub.lng]) &&
-                isfinite(world[sub.lat])) {
-                c->ra = world[sub.lng];
-                c->dec = world[sub.lat];
+            if (wcsp2s(subp, 1, 2, pix, img, &phi, &theta, world, stat) == 0 && isfinite(world[subp->lng]) &&
+                isfinite(world[subp->lat])) {
+                c->ra = world[subp->lng];
+                c->dec = world[subp->lat];
                 c->has_wcs = 1;
+                /* keep it for io_cutout_pix2sky (clump positions); axes not along the planes' columns
+                 * or rows would need more than a swap, and only matter for exotic headers */
+                int a0 = axes[0] - 1, a1 = axes[1] - 1;
+                if ((a0 == ax_x && a1 == ax_y) || (a0 == ax_y && a1 == ax_x)) {
+                    c->wcs = mc_calloc(1, sizeof *c->wcs);
+                    c->wcs->w = subp; /* owned by c now */
+                    c->wcs->swap = a0 == ax_y;
+                    subp = NULL;
+                }
             }
         }
-        if (sub.flag != -1) wcsfree(&sub);
+        if (subp) {
+            if (subp->flag != -1) wcsfree(subp);
+            free(subp);
+        }
     }
     if (wcs) wcsvfree(&nwcs, &wcs);
     st = 0;
@@ -377,4 +394,38 @@ done:
     s2 = 0;
     fits_close_file(f, &s2);
     return rc;
+}
+
+void io_wcs_free(io_wcs *w)
+{
+    if (!w) return;
+    wcsfree(w->w);
+    free(w->w);
+    free(w);
+}
+
+void io_cutout_wcs_free(io_cutout *c)
+{
+    io_wcs_free(c->wcs);
+    c->wcs = NULL;
+}
+
+io_wcs *io_cutout_take_wcs(io_cutout *c)
+{
+    io_wcs *w = c->wcs;
+    c->wcs = NULL;
+    return w;
+}
+
+int io_wcs_pix2sky(const io_wcs *wc, double x, double y, double *ra, double *dec)
+{
+    if (!wc) return -1;
+    struct wcsprm *w = wc->w;
+    double pix[2] = {wc->swap ? y : x, wc->swap ? x : y}, img[2], phi, theta, world[2];
+    int stat[1];
+    if (wcsp2s(w, 1, 2, pix, img, &phi, &theta, world, stat) != 0) return -1;
+    if (!isfinite(world[w->lng]) || !isfinite(world[w->lat])) return -1;
+    *ra = world[w->lng];
+    *dec = world[w->lat];
+    return 0;
 }

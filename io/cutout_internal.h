@@ -24,4 +24,7 @@ int io_cutout_jpeg_read(const char *path, FILE *f, io_cutout *c, char *err);
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
                         const char *hdu, io_cutout *c, char *err);
 
+/* Release the WCS kept in c (io/cutout_fits.c). */
+void io_cutout_wcs_free(io_cutout *c);
+
 #endif

@@ -110,7 +110,7 @@ static void finish_widths(io_manifest *m)
 
 /* ---------------------------------------------------------------------------------- CSV */
 
-enum { COL_ID, COL_PATH, COL_RA, COL_DEC, COL_HDU, NCOL };
+enum { COL_ID, COL_PATH, COL_RA, COL_DEC, COL_HDU, COL_BAD, NCOL };
 
 typedef struct {
     const char *path;
@@ -183,8 +183,8 @@ static int name_is(const char *h, const char *want)
 
 static void header_done(csv_state *st)
 {
-    static const char *const *const sets[NCOL] = {ID_NAMES, PATH_NAMES, NULL, NULL, NULL};
-    static const char *const single[NCOL] = {NULL, NULL, "ra", "dec", "hdu"};
+    static const char *const *const sets[NCOL] = {ID_NAMES, PATH_NAMES, NULL, NULL, NULL, NULL};
+    static const char *const single[NCOL] = {NULL, NULL, "ra", "dec", "hdu", "morphcat_bad_row"};
     for (int c = 0; c < NCOL; c++) {
         st->col[c] = -1;
         if (sets[c]) {
@@ -265,6 +265,8 @@ static void cb_record(int c, void *data)
     const char *dec = st->val[COL_DEC] ? st->a.buf + st->val[COL_DEC] : "";
     if (st->nfield != st->nheader)
         snprintf(note, sizeof note, "%d fields where the header has %d", st->nfield, st->nheader);
+    else if (st->val[COL_BAD] && st->val_len[COL_BAD] > 0) /* a bad row carried over by morphcat plan/rerun */
+        snprintf(note, sizeof note, "%s", st->a.buf + st->val[COL_BAD]);
     else if (!st->val[COL_ID] || st->val_len[COL_ID] == 0)
         snprintf(note, sizeof note, "empty id_str");
     else if (!st->val[COL_PATH] || st->val_len[COL_PATH] == 0)
@@ -278,7 +280,9 @@ static void cb_record(int c, void *data)
                  isnan(r->ra) ? "ra" : "dec");
     if (note[0]) {
         char full[700];
-        int n = snprintf(full, sizeof full, "%s: line %lld: %s", st->path, (long long)st->rec_line, note);
+        int n = st->val[COL_BAD] && st->val_len[COL_BAD] > 0 && st->nfield == st->nheader
+                    ? snprintf(full, sizeof full, "%s", note) /* already names its manifest and line */
+                    : snprintf(full, sizeof full, "%s: line %lld: %s", st->path, (long long)st->rec_line, note);
         r->bad = 1;
         r->note = off_ptr(arena_put(&st->a, full, (size_t)n));
         r->ra = r->dec = NAN;

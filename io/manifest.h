@@ -34,7 +34,9 @@ typedef struct io_manifest {
  * Whole-manifest problems (unreadable, no id_str or path column, malformed quoting, duplicate id_str)
  * return -1 with one line naming the file, the line(s) and the reason; a bad single row (empty id_str or
  * path, a field count unlike the header's, ra/dec that is not a number of degrees in range or only one of
- * the two) gets bad = 1 and a note, and the job records it as that galaxy's failure. */
+ * the two) gets bad = 1 and a note, and the job records it as that galaxy's failure. A non-empty
+ * `morphcat_bad_row` column marks a row bad with that text as its note: manifests written by morphcat plan
+ * and rerun (jobs/) carry a source manifest's bad rows that way, with their original reason. */
 int io_manifest_read(const char *path, io_manifest *m, char *err);
 void io_manifest_free(io_manifest *m);
 

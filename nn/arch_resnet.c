@@ -59,7 +59,9 @@ static void res_destroy(void *p)
     free(m);
 }
 
-static void *res_build(nn_loader *L, const char *arch, int in_chans)
+/* eps: 1e-5 for timm, torchvision and detectors trained from pretrained backbones; 0 for torchvision's
+ * COCO detection weights (their FrozenBatchNorm2d eps is overwritten to 0). */
+static void *res_build_eps(nn_loader *L, const char *arch, int in_chans, float eps)
 {
     const res_variant *v = res_find(arch);
     MC_ASSERT(v);
@@ -67,7 +69,7 @@ static void *res_build(nn_loader *L, const char *arch, int in_chans)
     m->v = v;
     for (int s = 0; s < 4; s++) m->nblocks += v->layers[s];
     m->blocks = mc_calloc((size_t)m->nblocks, sizeof(res_block));
-    nn_conv_load(L, &m->stem, "conv1.weight", NULL, "bn1", RES_EPS, in_chans, 64, 7, 2, 3, 0, NN_ACT_RELU);
+    nn_conv_load(L, &m->stem, "conv1.weight", NULL, "bn1", eps, in_chans, 64, 7, 2, 3, 0, NN_ACT_RELU);
     const int exp = v->bottleneck ? 4 : 1;
     int cin = 64, bi = 0;
     char w[128], bn[128];
@@ -80,7 +82,7 @@ static void *res_build(nn_loader *L, const char *arch, int in_chans)
     do {                                                                                                       \
         snprintf(w, sizeof w, "layer%d.%d.conv%d.weight", s + 1, r, idx);                                      \
         snprintf(bn, sizeof bn, "layer%d.%d.bn%d", s + 1, r, idx);                                             \
-        nn_conv_load(L, cv, w, NULL, bn, RES_EPS, ci, co, k, st, pd, 0, act);                                  \
+        nn_conv_load(L, cv, w, NULL, bn, eps, ci, co, k, st, pd, 0, act);                                    \
     } while (0)
             if (v->bottleneck) {
                 RES_CONV(&b->c1, 1, cin, planes, 1, 1, 0, NN_ACT_RELU);
@@ -95,7 +97,7 @@ static void *res_build(nn_loader *L, const char *arch, int in_chans)
             if (b->has_down) {
                 snprintf(w, sizeof w, "layer%d.%d.downsample.0.weight", s + 1, r);
                 snprintf(bn, sizeof bn, "layer%d.%d.downsample.1", s + 1, r);
-                nn_conv_load(L, &b->down, w, NULL, bn, RES_EPS, cin, planes * exp, 1, stride, 0, 0, NN_ACT_NONE);
+                nn_conv_load(L, &b->down, w, NULL, bn, eps, cin, planes * exp, 1, stride, 0, 0, NN_ACT_NONE);
             }
             cin = planes * exp;
         }
@@ -108,9 +110,25 @@ static void *res_build(nn_loader *L, const char *arch, int in_chans)
     return m;
 }
 
-static nn_tensor res_forward(nn_ctx *ctx, const void *net, nn_tensor in)
+static void *res_build(nn_loader *L, const char *arch, int in_chans)
 {
-    const resnet *m = net;
+    return res_build_eps(L, arch, in_chans, RES_EPS);
+}
+
+void *nn_resnet_body_build(nn_loader *L, const char *arch, int in_chans, float bn_eps)
+{
+    return res_build_eps(L, arch, in_chans, bn_eps);
+}
+
+void nn_resnet_body_free(void *net)
+{
+    res_destroy(net);
+}
+
+/* Stem and the four stages. With stages != NULL the output of each stage is kept there (the caller
+ * releases them) and the last is returned too; otherwise only the last stage's output survives. */
+static nn_tensor res_body(nn_ctx *ctx, const resnet *m, nn_tensor in, nn_tensor *stages)
+{
     nn_tensor s = nn_conv_forward(ctx, &m->stem, in, NULL);
     nn_tensor x = nn_tensor_new(ctx, s.n, nn_conv_out(s.h, 3, 2, 1), nn_conv_out(s.w, 3, 2, 1), s.c);
     if (!ctx->measure)
@@ -118,6 +136,7 @@ static nn_tensor res_forward(nn_ctx *ctx, const void *net, nn_tensor in)
             nn_maxpool(s.d + (size_t)i * s.h * s.w * s.c, s.h, s.w, s.c, 3, 2, 1, x.h, x.w,
                        x.d + (size_t)i * x.h * x.w * x.c);
     nn_tensor_release(ctx, s);
+    int stage = 0, left = m->v->layers[0];
     for (int i = 0; i < m->nblocks; i++) {
         const res_block *b = &m->blocks[i];
         nn_tensor id = b->has_down ? nn_conv_forward(ctx, &b->down, x, NULL) : x;
@@ -132,9 +151,24 @@ static nn_tensor res_forward(nn_ctx *ctx, const void *net, nn_tensor in)
             nn_tensor_release(ctx, a);
         }
         if (b->has_down) nn_tensor_release(ctx, id);
-        nn_tensor_release(ctx, x);
+        if (!stages || i == 0 || left != m->v->layers[stage]) nn_tensor_release(ctx, x); /* kept stage outputs stay */
         x = y;
+        if (--left == 0) {
+            if (stages) stages[stage] = y;
+            if (++stage < 4) left = m->v->layers[stage];
+        }
     }
+    return x;
+}
+
+void nn_resnet_body_forward(nn_ctx *ctx, const void *net, nn_tensor in, nn_tensor stages[4])
+{
+    res_body(ctx, net, in, stages);
+}
+
+static nn_tensor res_forward(nn_ctx *ctx, const void *net, nn_tensor in)
+{
+    nn_tensor x = res_body(ctx, net, in, NULL);
     nn_tensor e = nn_tensor_new(ctx, x.n, 1, 1, x.c);
     if (!ctx->measure)
         for (int i = 0; i < x.n; i++)

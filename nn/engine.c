@@ -53,6 +53,16 @@ float *nn_ctx_alloc(nn_ctx *ctx, size_t nfloat)
     return (float *)(NN_FAKE_BASE + pos);
 }
 
+void nn_ctx_free(nn_ctx *ctx)
+{
+    free(ctx->base);
+    free(ctx->off);
+    free(ctx->len);
+    free(ctx->live_off);
+    free(ctx->live_len);
+    memset(ctx, 0, sizeof *ctx);
+}
+
 void nn_ctx_release(nn_ctx *ctx, const float *p)
 {
     if (!ctx->measure || !p) return; /* replay: the plan already placed every buffer */

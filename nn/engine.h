@@ -29,6 +29,8 @@ typedef struct nn_ctx {
 
 float *nn_ctx_alloc(nn_ctx *ctx, size_t nfloat);
 void nn_ctx_release(nn_ctx *ctx, const float *p);
+/* Free the arena and the plan's records. */
+void nn_ctx_free(nn_ctx *ctx);
 
 typedef struct nn_tensor {
     float *d;
@@ -104,5 +106,12 @@ extern const nn_arch_ops nn_convnext_ops, nn_efficientnet_ops, nn_resnet_ops;
 int nn_convnext_knows(const char *arch);
 int nn_efficientnet_knows(const char *arch);
 int nn_resnet_knows(const char *arch);
+
+/* The ResNet body alone (no pooling), for detectors: keys as timm/torchvision name them under the loader's
+ * prefix, batch norm folded with bn_eps. Forward keeps the output of each of the four stages (strides 4,
+ * 8, 16, 32) in stages[]; the caller releases them. */
+void *nn_resnet_body_build(nn_loader *L, const char *arch, int in_chans, float bn_eps);
+void nn_resnet_body_forward(nn_ctx *ctx, const void *net, nn_tensor in, nn_tensor stages[4]);
+void nn_resnet_body_free(void *net);
 
 #endif

@@ -364,11 +364,7 @@ int nn_plan_init(const nn_model *m, int batch, int height, int width, nn_plan **
 void nn_plan_free(nn_plan *p)
 {
     if (!p) return;
-    free(p->ctx.base);
-    free(p->ctx.off);
-    free(p->ctx.len);
-    free(p->ctx.live_off);
-    free(p->ctx.live_len);
+    nn_ctx_free(&p->ctx);
     free(p);
 }
 

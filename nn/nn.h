@@ -97,4 +97,63 @@ void nn_schema_summarise(const nn_schema *s, const float *conc, float *frac, flo
 /* Quantile of Beta(a, b) at p in (0, 1), to ~1e-10 relative (regularised incomplete beta, inverted). */
 double nn_beta_quantile(double p, double a, double b);
 
+/* ---- the clump detector: torchvision's Faster R-CNN (fasterrcnn_resnet50_fpn, v1) -----------------------
+ * Galaxy Zoo: Clump Scout's detector is the stock torchvision 0.14 model with a 3-class predictor
+ * (background, clump, odd clump). morphcat runs its whole eval-mode path in C and gives torchvision's
+ * detections (../shared/notes/frcnn.md). Weights: torch.save state dicts (plain keys or DataParallel's
+ * "module."), Lightning checkpoints ("model." or any prefix in front of backbone.body.*), safetensors;
+ * every tensor checked by name and shape. The number of classes comes from the weights. */
+typedef struct nn_detector nn_detector;
+
+typedef struct nn_det_config {
+    int min_size, max_size;                    /* transform: short side to 800, long side at most 1333 */
+    int rpn_pre_nms_top_n, rpn_post_nms_top_n; /* 1000, 1000 (torchvision's test-time values) */
+    double rpn_nms_thresh;                     /* 0.7 */
+    double box_score_thresh;                   /* 0.05, strictly greater */
+    double box_nms_thresh;                     /* 0.5, per class */
+    int detections_per_img;                    /* 100 */
+    float bn_eps;                              /* frozen batch norm: 1e-5 (0 for torchvision's COCO weights) */
+} nn_det_config;
+void nn_det_config_default(nn_det_config *c);
+
+typedef struct nn_detector_info {
+    char arch[64];          /* fasterrcnn_resnet50_fpn */
+    char backbone[32];      /* resnet50 */
+    char weight_path[4096];
+    const char *file_kind;
+    char prefix[64];        /* key prefix in front of backbone.body.*: "", "module.", "model." */
+    int n_classes;          /* background included */
+    int64_t n_params;
+} nn_detector_info;
+
+typedef struct nn_detection {
+    float x1, y1, x2, y2; /* pixels of the input image, x to the right, y down (row 0 first) */
+    float score;
+    int label; /* 1 .. n_classes-1 */
+} nn_detection;
+
+/* Receives named intermediates (float32, torch's layouts: NCHW feature maps, row-major tables) for parity
+ * tests and debugging; NULL in normal runs. */
+typedef void (*nn_det_trace_fn)(void *user, const char *name, const float *data, int ndim, const int64_t *shape);
+
+#define NN_DET_MIN_SIDE 8
+
+int nn_detector_load(const char *path, const nn_det_config *cfg, nn_detector **out, char *err);
+void nn_detector_free(nn_detector *d);
+const nn_detector_info *nn_detector_info_of(const nn_detector *d);
+/* The transform's sizes for an h x w input: resized (rh, rw) and padded to 32 (ph, pw). -1 with a message
+ * when the image is smaller than NN_DET_MIN_SIDE a side or too elongated to resize. */
+int nn_detect_sizes(const nn_detector *d, int h, int w, int *rh, int *rw, int *ph, int *pw, char *err);
+/* Detect on one RGB image, chw = 3 planes of h x w in [0, 1] (row 0 = top). Writes at most cap detections,
+ * by decreasing score, and their count to n_out. Returns MC_ROW_OK, or MC_ROW_BAD_SHAPE / MC_ROW_BAD_PIXELS
+ * with the reason in err. Not thread-safe on one detector (it caches a plan per padded size). */
+int nn_detect(nn_detector *d, const float *chw, int h, int w, nn_detection *out, int cap, int *n_out,
+              nn_det_trace_fn tr, void *user, char *err);
+/* Class-agnostic torchvision.ops.nms over detections already sorted by decreasing score: keeps, in place
+ * and in order, those whose IoU with every better kept box is at most iou; returns the count. */
+int nn_detections_nms(nn_detection *d, int n, double iou);
+/* Arena bytes and multiply-adds of one pass at this input size (for bench figures). */
+size_t nn_detector_plan_bytes(nn_detector *d, int h, int w);
+double nn_detector_macs(nn_detector *d, int h, int w);
+
 #endif

@@ -8,6 +8,7 @@
 #define MC_EXIT_FAIL 1
 #define MC_EXIT_USAGE 2
 #define MC_EXIT_PARTIAL 3
+#define MC_EXIT_STOPPED 4 /* run, rerun: a signal stopped the job after it committed; rerun the command */
 
 int cmd_forward(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -15,6 +16,11 @@ int cmd_weights(int argc, char **argv);
 int cmd_cutout(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+int cmd_rerun(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);

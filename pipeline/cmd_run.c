@@ -13,8 +13,6 @@
 #include "pipeline/cli.h"
 #include "pipeline/run.h"
 
-#define MC_EXIT_STOPPED 4
-
 static volatile sig_atomic_t stop_signal = 0;
 
 static void on_stop_signal(int sig)
@@ -123,7 +121,66 @@ typedef struct run_state {
     int64_t counts[MC_ROW_NSTATUS]; /* rows finished by this rank in this run, by status */
     int messages_printed;
     double compute_seconds;
+    /* the clump detector (NULL without one) and its per-unit output rows, CK slots a galaxy */
+    nn_detector *det;
+    mc_clump_post post;
+    int CK, det_cap;
+    nn_detection *dets;
+    uint16_t *cl_count;
+    uint8_t *cl_status, *cl_label;
+    float *cl_score, *cl_box;
+    double *cl_ra, *cl_dec;
+    int64_t clumps_found, clump_failed;
 } run_state;
+
+static const char *const clump_classes[] = {"background", "clump", "odd_clump"};
+
+/* Clumps for the unit's good rows. A row whose picture could not be made or detected on keeps its
+ * morphology; its clump status and message say why. */
+static void detect_slot(run_state *r, mc_slot *s)
+{
+    const int n = s->n, CK = r->CK;
+    char err[MC_ERR_LEN];
+    for (int i = 0; i < n * CK; i++) {
+        r->cl_label[i] = 0;
+        r->cl_score[i] = NAN;
+        r->cl_ra[i] = r->cl_dec[i] = NAN;
+    }
+    for (int i = 0; i < n * CK * 4; i++) r->cl_box[i] = NAN;
+    for (int i = 0; i < n; i++) {
+        r->cl_count[i] = 0;
+        r->cl_status[i] = MC_ROW_PENDING;
+        if (s->status[i] != MC_ROW_OK) continue;
+        int st = s->det_status[i], nd = 0;
+        if (st == MC_ROW_OK)
+            st = nn_detect(r->det, s->det_img[i], s->det_view[i].h, s->det_view[i].w, r->dets, r->det_cap, &nd, NULL,
+                           NULL, err);
+        else
+            snprintf(err, sizeof err, "%s", s->det_msg + (size_t)i * IO_CAT_MSG_LEN);
+        r->cl_status[i] = (uint8_t)st;
+        if (st != MC_ROW_OK) {
+            const io_manifest_row *row = &r->man.rows[s->row0 + i];
+            snprintf(s->message + (size_t)i * IO_CAT_MSG_LEN, IO_CAT_MSG_LEN, "%s: no clumps: %s",
+                     row->id_str ? row->id_str : "?", err);
+            r->clump_failed++;
+        } else {
+            nd = mc_clump_post_apply(&r->post, &s->det_view[i], r->dets, nd);
+            r->cl_count[i] = (uint16_t)nd;
+            r->clumps_found += nd;
+            for (int k = 0; k < nd; k++) {
+                const nn_detection *d = &r->dets[k];
+                size_t o = (size_t)i * CK + k;
+                r->cl_label[o] = (uint8_t)d->label;
+                r->cl_score[o] = d->score;
+                float *b = r->cl_box + o * 4;
+                b[0] = d->x1, b[1] = d->y1, b[2] = d->x2, b[3] = d->y2;
+                mc_clump_radec(s->wcs[i], d, &r->cl_ra[o], &r->cl_dec[o]);
+            }
+        }
+        io_wcs_free(s->wcs[i]);
+        s->wcs[i] = NULL;
+    }
+}
 
 static int commit(run_state *r, char *err)
 {
@@ -142,6 +199,7 @@ static int process_slot(run_state *r, mc_slot *s, char *err)
     const int n = s->n, A = r->A, D = r->D, K = r->K;
     double t0 = mc_now();
     if (s->n_ok > 0) nn_forward(r->plan, s->x, s->n_ok, r->embed, A ? r->head : NULL);
+    if (r->det) detect_slot(r, s);
     r->compute_seconds += mc_now() - t0;
     /* scatter the good rows' results back into unit order; failed rows get NaN */
     for (int i = 0; i < n * A; i++) r->conc[i] = r->frac[i] = r->lo[i] = r->hi[i] = r->asked[i] = NAN;
@@ -178,7 +236,14 @@ static int process_slot(run_state *r, mc_slot *s, char *err)
                             .hi90 = A ? r->hi : NULL,
                             .asked = A ? r->asked : NULL,
                             .embed = D ? r->emb_rows : NULL,
-                            .pca = K ? r->pca_rows : NULL};
+                            .pca = K ? r->pca_rows : NULL,
+                            .clump_count = r->det ? r->cl_count : NULL,
+                            .clump_status = r->cl_status,
+                            .clump_label = r->cl_label,
+                            .clump_score = r->cl_score,
+                            .clump_box = r->cl_box,
+                            .clump_ra = r->cl_ra,
+                            .clump_dec = r->cl_dec};
     if (io_catalog_write(r->cat, &rows, err)) return -1;
     if (r->n_pend == r->cap_pend) {
         r->cap_pend = r->cap_pend ? 2 * r->cap_pend : 64;
@@ -293,6 +358,26 @@ static int run_job(const mc_job *job)
     }
     rc = nn_plan_init(r->model, job->batch, job->size, job->size, &r->plan, err);
     if (fail_all(r->comm, rc, err)) goto out;
+    char det_sha[65] = "none", post_desc[256] = "none";
+    if (job->detector[0]) {
+        rc = mc_clump_post_parse(job->clumps, &r->post, err);
+        if (!rc) {
+            nn_det_config dc;
+            nn_det_config_default(&dc);
+            dc.bn_eps = (float)job->det_bn_eps;
+            if (r->post.max_clumps > dc.detections_per_img) dc.detections_per_img = r->post.max_clumps;
+            r->det_cap = dc.detections_per_img;
+            rc = nn_detector_load(job->detector, &dc, &r->det, err);
+        }
+        if (!rc && nn_detector_info_of(r->det)->n_classes != 3)
+            rc = mc_fail(err, "%s: the detector has %d classes (background included); Clump Scout's has 3 "
+                              "(background, clump, odd clump)", job->detector, nn_detector_info_of(r->det)->n_classes);
+        if (!rc && r->rank == 0) rc = nn_file_sha256(nn_detector_info_of(r->det)->weight_path, det_sha, err);
+        if (fail_all(r->comm, rc, err)) goto out;
+        MPI_Bcast(det_sha, sizeof det_sha, MPI_CHAR, 0, r->comm);
+        r->CK = r->post.max_clumps;
+        mc_clump_post_describe(&r->post, post_desc, sizeof post_desc);
+    }
     rc = io_manifest_read(job->manifest, &r->man, err);
     if (fail_all(r->comm, rc, err)) goto out;
     if (r->rank == 0) {
@@ -324,7 +409,11 @@ static int run_job(const mc_job *job)
                      {"unit_rows", batchbuf},
                      {"embedding_dtype", emb},
                      {"pca_sha256", job->pca[0] ? pca_sha : "none"},
-                     {"release", job->release}};
+                     {"release", job->release},
+                     /* the clump detector's entries exist only when the job has one (last, so they can be left
+                      * out and older catalogues still reopen) */
+                     {"detector_sha256", det_sha},
+                     {"clump_postprocessing", post_desc}};
     io_kv info[] = {{"morphcat_version", MC_VERSION},
                     {"created_utc", created},
                     {"manifest_path", job->manifest},
@@ -345,7 +434,10 @@ static int run_job(const mc_job *job)
                             .embed_half = job->embed == 2,
                             .pca_dim = r->K,
                             .release = job->release,
-                            .n_ident = (int)(sizeof ident / sizeof ident[0]),
+                            .clump_max = r->CK,
+                            .n_clump_classes = 3,
+                            .clump_classes = clump_classes,
+                            .n_ident = (int)(sizeof ident / sizeof ident[0]) - (r->det ? 0 : 2),
                             .n_info = (int)(sizeof info / sizeof info[0]),
                             .ident = ident,
                             .info = info};
@@ -424,7 +516,19 @@ static int run_job(const mc_job *job)
     r->q_asked = mc_malloc(sizeof(float) * (r->Q ? r->Q : 1));
     r->emb_rows = mc_malloc(sizeof(float) * B * (r->D ? r->D : 1));
     r->pca_rows = mc_malloc(sizeof(float) * B * (r->K ? r->K : 1));
-    loader = mc_loader_init(&r->man, &recipe, job->hdu, job->batch, r->mi->in_chans, job->size, 2);
+    if (r->det) {
+        const size_t CK = (size_t)r->CK;
+        r->dets = mc_malloc(sizeof(nn_detection) * (size_t)r->det_cap);
+        r->cl_count = mc_malloc(sizeof(uint16_t) * B);
+        r->cl_status = mc_malloc(B);
+        r->cl_label = mc_malloc(B * CK);
+        r->cl_score = mc_malloc(sizeof(float) * B * CK);
+        r->cl_box = mc_malloc(sizeof(float) * B * CK * 4);
+        r->cl_ra = mc_malloc(sizeof(double) * B * CK);
+        r->cl_dec = mc_malloc(sizeof(double) * B * CK);
+    }
+    loader = mc_loader_init(&r->man, &recipe, job->hdu, job->batch, r->mi->in_chans, job->size, 2,
+                            r->det ? &r->post : NULL);
     work = mc_work_init(r->comm, todo, n_todo);
     struct sigaction sa = {0};
     sa.sa_handler = on_stop_signal;
@@ -476,8 +580,9 @@ static int run_job(const mc_job *job)
     MPI_Allreduce(&loop_seconds, &max_loop, 1, MPI_DOUBLE, MPI_MAX, r->comm);
     int64_t tot[MC_ROW_NSTATUS];
     MPI_Reduce(r->counts, tot, MC_ROW_NSTATUS, MPI_INT64_T, MPI_SUM, 0, r->comm);
-    int64_t mine_rows = 0;
+    int64_t mine_rows = 0, cl_mine[2] = {r->clumps_found, r->clump_failed}, cl_tot[2] = {0, 0};
     for (int s = 1; s < MC_ROW_NSTATUS; s++) mine_rows += r->counts[s];
+    MPI_Reduce(cl_mine, cl_tot, 2, MPI_INT64_T, MPI_SUM, 0, r->comm);
     double wall = mc_now() - r->t0, my_rate = loop_seconds > 0 ? mine_rows / loop_seconds : 0;
     double *rates = r->rank == 0 ? mc_malloc(sizeof(double) * (size_t)r->size) : NULL;
     MPI_Gather(&my_rate, 1, MPI_DOUBLE, rates, 1, MPI_DOUBLE, 0, r->comm);
@@ -509,6 +614,9 @@ static int run_job(const mc_job *job)
                max_loop > 0 ? run_rows / max_loop : 0.0);
         for (int s = 1; s < MC_ROW_NSTATUS; s++)
             if (tot[s]) printf(" %s %lld", mc_row_status_name(s), (long long)tot[s]);
+        if (r->det)
+            printf("\nmorphcat: clumps: %lld found, %lld galaxies without a detection pass (reasons in their messages)",
+                   (long long)cl_tot[0], (long long)cl_tot[1]);
         printf("\nmorphcat: per rank galaxies/s:");
         for (int i = 0; i < r->size && i < 64; i++) printf(" %.1f", rates[i]);
         printf("%s\nmorphcat: catalogue %s: %s%s\n", r->size > 64 ? " ..." : "", job->output, counts_txt,
@@ -541,13 +649,20 @@ out:
     io_manifest_free(&r->man);
     nn_schema_free(r->schema);
     nn_model_free(r->model);
+    nn_detector_free(r->det);
+    free(r->dets);
+    free(r->cl_count);
+    free(r->cl_status);
+    free(r->cl_label);
+    free(r->cl_score);
+    free(r->cl_box);
+    free(r->cl_ra);
+    free(r->cl_dec);
     return exit_code;
 }
 
-int cmd_run(int argc, char **argv)
+int mc_run_args(int argc, char **argv)
 {
-    int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     mc_job job;
@@ -561,6 +676,14 @@ int cmd_run(int argc, char **argv)
         if (rank == 0) fprintf(stderr, "morphcat: %s\n", err);
         rc = MC_EXIT_USAGE;
     }
+    return rc;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    int rc = mc_run_args(argc, argv);
     MPI_Finalize();
     return rc;
 }

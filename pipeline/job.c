@@ -31,6 +31,12 @@ static void run_usage(FILE *f)
             "  --pca-mean M.npy    ... after subtracting this mean (D) (default: no centring)\n"
             "  --model-note TEXT   recorded in the catalogue (e.g. where the weights came from)\n"
             "  --release NAME      data release recorded in every row (e.g. dr10; default empty)\n"
+            "  --detector PATH     also find giant star-forming clumps with this Faster R-CNN (Clump Scout's\n"
+            "                      torchvision fasterrcnn_resnet50_fpn, 3 classes) on the same cutouts, into the\n"
+            "                      catalogue's clumps group (see morphcat detect --help)\n"
+            "  --clumps SPEC       the detections' post-processing: clumpscout (default: class-agnostic NMS 0.2,\n"
+            "                      score >= 0.3, none at the centre, 20 per galaxy), none, or key=value,...\n"
+            "  --detector-bn-eps E frozen batch-norm epsilon of the detector (default 1e-5)\n"
             "  --commit-seconds T  make results durable at least this often (default 30)\n"
             "  --progress-seconds T  progress lines this often (default 30)\n"
             "  --config FILE.ini   read options from an INI file (keys = option names, [job] section)\n\n"
@@ -53,6 +59,9 @@ static int set_option(mc_job *job, const char *key, const char *v, char *err)
     else if (!strcmp(key, "pca-mean")) STR(pca_mean);
     else if (!strcmp(key, "model-note")) STR(model_note);
     else if (!strcmp(key, "release")) STR(release);
+    else if (!strcmp(key, "detector")) STR(detector);
+    else if (!strcmp(key, "clumps")) STR(clumps);
+    else if (!strcmp(key, "detector-bn-eps")) job->det_bn_eps = atof(v);
     else if (!strcmp(key, "size")) job->size = atoi(v);
     else if (!strcmp(key, "batch")) job->batch = atoi(v);
     else if (!strcmp(key, "commit-seconds")) job->commit_seconds = atof(v);
@@ -103,6 +112,8 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
     job->commit_seconds = 30;
     job->progress_seconds = 30;
     job->max_messages = 50;
+    job->det_bn_eps = 1e-5;
+    snprintf(job->clumps, sizeof job->clumps, "clumpscout");
     static const struct option opts[] = {
         {"manifest", required_argument, 0, 0},         {"model", required_argument, 0, 0},
         {"output", required_argument, 0, 0},           {"schema", required_argument, 0, 0},
@@ -112,6 +123,8 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
         {"pca-mean", required_argument, 0, 0},         {"model-note", required_argument, 0, 0},
         {"commit-seconds", required_argument, 0, 0},   {"progress-seconds", required_argument, 0, 0},
         {"config", required_argument, 0, 0},           {"release", required_argument, 0, 0},
+        {"detector", required_argument, 0, 0},         {"clumps", required_argument, 0, 0},
+        {"detector-bn-eps", required_argument, 0, 0},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     /* first pass: the INI file, so command-line options override it */
@@ -142,13 +155,15 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
         return mc_fail(err, "--manifest, --model and --output are required (morphcat run --help)");
     if (job->batch < 1 || job->batch > 4096) return mc_fail(err, "--batch must be 1..4096");
     if (job->size < 16 || job->size > 4096) return mc_fail(err, "--size must be 16..4096");
+    if (!(job->det_bn_eps >= 0 && job->det_bn_eps < 1)) return mc_fail(err, "--detector-bn-eps must be in [0, 1)");
     if (job->commit_seconds < 0 || job->progress_seconds <= 0)
         return mc_fail(err, "--commit-seconds must be >= 0 and --progress-seconds > 0");
     snprintf(job->config_text, sizeof job->config_text,
              "manifest = %s\nmodel = %s\noutput = %s\nschema = %s\nrecipe = %s\nhdu = %s\nsize = %d\nbatch = %d\n"
-             "embedding = %s\npca = %s\npca-mean = %s\nmodel-note = %s\nrelease = %s\ncommit-seconds = %g\n",
+             "embedding = %s\npca = %s\npca-mean = %s\nmodel-note = %s\nrelease = %s\ncommit-seconds = %g\n"
+             "detector = %s\nclumps = %s\ndetector-bn-eps = %g\n",
              job->manifest, job->model, job->output, job->schema, job->recipe, job->hdu, job->size, job->batch,
              job->embed == 2 ? "f16" : job->embed ? "f32" : "none", job->pca, job->pca_mean, job->model_note,
-             job->release, job->commit_seconds);
+             job->release, job->commit_seconds, job->detector, job->clumps, job->det_bn_eps);
     return 0;
 }

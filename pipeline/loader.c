@@ -20,6 +20,8 @@ struct mc_loader {
     int quit;
     io_cutout cut;
     pp_work work;
+    int detect;
+    mc_clump_post post;
 };
 
 static void load_row(mc_loader *l, mc_slot *s, int i)
@@ -30,6 +32,12 @@ static void load_row(mc_loader *l, mc_slot *s, int i)
     int st;
     msg[0] = 0;
     s->sum[(size_t)i * IO_CAT_SUM_LEN] = 0;
+    if (l->detect) {
+        s->det_status[i] = MC_ROW_PENDING;
+        s->det_msg[(size_t)i * IO_CAT_MSG_LEN] = 0;
+        io_wcs_free(s->wcs[i]);
+        s->wcs[i] = NULL;
+    }
     s->ra[i] = row->ra;
     s->dec[i] = row->dec;
     s->radec_src[i] = isnan(row->ra) || isnan(row->dec) ? 0 : 1;
@@ -52,6 +60,15 @@ static void load_row(mc_loader *l, mc_slot *s, int i)
             char perr[MC_ERR_LEN];
             st = pp_apply(&l->recipe, &l->cut, l->chans, l->size, &l->work, s->x + (size_t)s->n_ok * per, perr);
             if (st != MC_ROW_OK) snprintf(err, sizeof err, "%s: %s", row->path, perr);
+            if (st == MC_ROW_OK && l->detect) {
+                /* the detector's picture of the same decoded cutout: a failure here (a crop that does not
+                 * fit) costs the row its clumps only */
+                int ds = mc_clump_render(&l->recipe, &l->cut, &l->post, &l->work, &s->det_img[i], &s->det_cap[i],
+                                         &s->det_view[i], perr);
+                s->det_status[i] = (uint8_t)ds;
+                if (ds != MC_ROW_OK) snprintf(s->det_msg + (size_t)i * IO_CAT_MSG_LEN, IO_CAT_MSG_LEN, "%s", perr);
+                s->wcs[i] = io_cutout_take_wcs(&l->cut);
+            }
         }
     }
     s->status[i] = (uint8_t)st;
@@ -97,7 +114,7 @@ static void *loader_main(void *arg)
 }
 
 mc_loader *mc_loader_init(const io_manifest *m, const pp_recipe *recipe, const char *hdu, int batch, int chans,
-                          int size, int nslots)
+                          int size, int nslots, const mc_clump_post *post)
 {
     mc_loader *l = mc_calloc(1, sizeof *l);
     l->m = m;
@@ -107,6 +124,8 @@ mc_loader *mc_loader_init(const io_manifest *m, const pp_recipe *recipe, const c
     l->chans = chans;
     l->size = size;
     l->nslots = nslots;
+    l->detect = post != NULL;
+    if (post) l->post = *post;
     l->slots = mc_calloc((size_t)nslots, sizeof(mc_slot));
     l->order = mc_calloc((size_t)nslots, sizeof(int));
     for (int i = 0; i < nslots; i++) {
@@ -119,6 +138,14 @@ mc_loader *mc_loader_init(const io_manifest *m, const pp_recipe *recipe, const c
         s->ra = mc_malloc(sizeof(double) * (size_t)batch);
         s->dec = mc_malloc(sizeof(double) * (size_t)batch);
         s->radec_src = mc_malloc((size_t)batch);
+        if (l->detect) {
+            s->det_img = mc_calloc((size_t)batch, sizeof(float *));
+            s->det_cap = mc_calloc((size_t)batch, sizeof(size_t));
+            s->det_view = mc_calloc((size_t)batch, sizeof(mc_clump_view));
+            s->wcs = mc_calloc((size_t)batch, sizeof(io_wcs *));
+            s->det_status = mc_calloc((size_t)batch, 1);
+            s->det_msg = mc_calloc((size_t)batch, IO_CAT_MSG_LEN);
+        }
     }
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -195,6 +222,18 @@ void mc_loader_free(mc_loader *l)
         free(s->ra);
         free(s->dec);
         free(s->radec_src);
+        if (l->detect) {
+            for (int i = 0; i < l->batch; i++) {
+                free(s->det_img[i]);
+                io_wcs_free(s->wcs[i]);
+            }
+            free(s->det_img);
+            free(s->det_cap);
+            free(s->det_view);
+            free(s->wcs);
+            free(s->det_status);
+            free(s->det_msg);
+        }
     }
     free(l->slots);
     free(l->order);

@@ -11,10 +11,15 @@ typedef struct {
 
 static const mc_command commands[] = {
     {"run", cmd_run, "the catalogue job: a manifest of cutouts to one HDF5 catalogue, across MPI ranks, resumable"},
+    {"detect", cmd_detect, "find giant star-forming clumps: torchvision's Faster R-CNN (Clump Scout) on an image or batch"},
     {"forward", cmd_forward, "run an encoder on a .npy batch (N,C,H,W float32) and write embeddings or head outputs"},
     {"info", cmd_info, "describe a model: architecture, parameters, channels, embedding and head sizes, sha256"},
     {"weights", cmd_weights, "list the tensors of a weight file (torch .bin/.ckpt or .safetensors)"},
     {"cutout", cmd_cutout, "what morphcat reads from one cutout file, and the model input a recipe makes of it"},
+    {"plan", cmd_plan, "split a manifest into chunks for Slurm array tasks and estimate the node-hours"},
+    {"status", cmd_status, "what catalogues or a planned job hold: done, failed by reason, remaining, rate"},
+    {"merge", cmd_merge, "combine per-job catalogues into one release catalogue, one row per galaxy"},
+    {"rerun", cmd_rerun, "a data-release rerun: recompute only new or changed cutouts, carry the rest over"},
     {"synth", cmd_synth, "generate a synthetic survey: FITS cutouts with WCS, a manifest, and a few broken files"},
 };
 

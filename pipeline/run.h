@@ -12,6 +12,7 @@
 #include "io/preprocess.h"
 #include "mc.h"
 #include "nn/nn.h"
+#include "pipeline/clumps.h"
 
 /* ---- configuration --------------------------------------------------------------------------------- */
 typedef struct mc_job {
@@ -22,6 +23,9 @@ typedef struct mc_job {
     char pca[4096], pca_mean[4096]; /* PCA components (K, D) .npy and optional mean (D) .npy */
     char model_note[512];           /* recorded in the catalogue (e.g. "untrained stand-in") */
     char release[64];               /* data-release name recorded in every row (e.g. "dr10") */
+    char detector[4096];            /* clump detector weights; "" = no clumps */
+    char clumps[256];               /* clump post-processing spec (pipeline/clumps.h) */
+    double det_bn_eps;              /* the detector's frozen batch-norm epsilon */
     char config_text[8192];         /* the effective configuration, recorded in the catalogue */
     int batch;                      /* galaxies per work unit = per forward pass */
     int size;                       /* model input side, pixels */
@@ -34,6 +38,8 @@ typedef struct mc_job {
 /* Fill job from `morphcat run` arguments (and an INI file given with --config). Returns 0, 1 for --help
  * (usage printed), or -1 with a message. */
 int mc_job_parse(int argc, char **argv, mc_job *job, char *err);
+/* `morphcat run` with MPI already initialised (morphcat rerun runs its delta job this way): the exit status. */
+int mc_run_args(int argc, char **argv);
 
 /* ---- work sharing ---------------------------------------------------------------------------------- */
 /* Units (a fixed run of `batch` manifest rows) are handed out dynamically: rank 0 keeps the list of units
@@ -74,13 +80,24 @@ typedef struct mc_slot {
     char *sum;             /* per row, IO_CAT_SUM_LEN each: XXH3-128 of the file's bytes, "" when unread */
     double *ra, *dec;
     uint8_t *radec_src;
+    /* the clump detector's input per row (when the job has a detector): an RGB picture and where it sits in
+     * the cutout, and the cutout's WCS (owned by the slot until the row is computed); det_status is the
+     * rendering's status (MC_ROW_OK, else the row's detection is skipped with the reason in det_msg) */
+    float **det_img;
+    size_t *det_cap;
+    mc_clump_view *det_view;
+    io_wcs **wcs;
+    uint8_t *det_status;
+    char *det_msg;         /* per row, IO_CAT_MSG_LEN each */
     int state;             /* 0 free, 1 loading, 2 ready */
 } mc_slot;
 
 typedef struct mc_loader mc_loader;
 
+/* post: the clump post-processing when the job runs the detector (its crop applies when rendering), else
+ * NULL. */
 mc_loader *mc_loader_init(const io_manifest *m, const pp_recipe *recipe, const char *hdu, int batch, int chans,
-                          int size, int nslots);
+                          int size, int nslots, const mc_clump_post *post);
 /* Give the next free slot to the loader thread to load unit u; returns 0, or -1 when no slot is free. */
 int mc_loader_submit(mc_loader *l, int64_t unit);
 /* Block until the oldest submitted slot is ready and return it (NULL when none is outstanding). */

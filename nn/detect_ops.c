@@ -49,12 +49,15 @@ void nn_det_transform(const float *chw, int h, int w, const float mean[3], const
             int x0, x1;
             float wx0, wx1;
             lin_coef(x, w, sx, &x0, &x1, &wx0, &wx1);
+            /* torch 1.13's channels-last bilinear kernel (the layout PIL images arrive in): float weights
+             * wy * wx, the four taps summed in double, rounded once (checked bit-equal on real images) */
+            const float w00 = wy0 * wx0, w01 = wy0 * wx1, w10 = wy1 * wx0, w11 = wy1 * wx1;
             for (int c = 0; c < 3; c++) {
                 const float *r0 = chw + c * hw + (size_t)y0 * w, *r1 = chw + c * hw + (size_t)y1 * w;
                 const float m = mean[c], s = std[c];
-                float t0 = (r0[x0] - m) / s * wx0 + (r0[x1] - m) / s * wx1;
-                float t1 = (r1[x0] - m) / s * wx0 + (r1[x1] - m) / s * wx1;
-                o[x * 3 + c] = t0 * wy0 + t1 * wy1;
+                double acc = (double)((r0[x0] - m) / s) * w00 + (double)((r0[x1] - m) / s) * w01 +
+                             (double)((r1[x0] - m) / s) * w10 + (double)((r1[x1] - m) / s) * w11;
+                o[x * 3 + c] = (float)acc;
             }
         }
     }

@@ -4,21 +4,19 @@ to 799x799, 800x800, 800x1200 and 550x1333): every intermediate of the C pass (-
 
 The reference model (tools/frcnn_ref.py) has seeded weights, batch-norm statistics calibrated on real galaxy images and
 RPN / box-head scales set so that there are many detections of both classes. Tolerances and why:
-- the transformed image: 1e-6 relative (the resize's weights are reproduced bit for bit; the rest is rounding);
-- feature maps (ResNet body, FPN, RPN logits and deltas): 1e-3 relative to the map's maximum. This seeded network
-  amplifies rounding: perturbing torchvision's own input by 2e-7 (relative) moves its layer4 output by 1.3e-4 relative
-  (measured when this test was written), and ours differs from torch's by the same order (1e-4 at layer4);
+- the transformed image: 1e-6 relative (torch 1.13 resizes PIL-sourced, channels-last tensors with float weights and a
+  double sum of the four taps; reproduced bit for bit, measured 0);
+- feature maps (ResNet body, FPN, RPN logits and deltas): 1e-4 relative to the map's maximum (measured <= 9e-6). The
+  seeded model's batch-norm biases are drawn around +1 (tools/frcnn_ref.py, BN_BIAS_MEAN): with zero-mean biases
+  the random ResNet amplified rounding ~1000x by layer4 and torchvision's own scores moved by up to 3.6e-4 for a
+  one-ulp input change, which would make a float32 comparison at 1e-4 meaningless; the test prints that
+  sensitivity (now ~2e-5) beside our score error;
 - RPN proposals: as a set (torch's sort is unstable, ours breaks ties by index), boxes within 1e-3 of the padded image
   size; at most 1% may be unmatched, each explained: a score within 1e-3 of the 1000th (the post-NMS top-n cut) or an
   IoU between 0.6 and 0.8 with a box of the other set (an NMS decision at 0.7 that rounding can flip);
-- detections: boxes within 1e-3 of the image size, labels equal, the same detections kept; an unmatched one must be
-  explained: a score within 2e-4 of the 0.05 threshold, an IoU between 0.4 and 0.6 with a same-label box of the
-  other set (the per-class NMS at 0.5), or a rank at the 100 cut. Scores within 1e-4, or, where torchvision itself
-  is more sensitive than that, within twice torchvision's own noise floor: the largest change of its scores when
-  its transformed input moves by one float32 ulp (measured here per image, worst of 3 random draws; about 1e-4 to
-  3e-4 on the Hubble crops
-  with this seeded model: RoIAlign samples the FPN maps at proposal coordinates that themselves carry rounding,
-  and the score logits are differences of large terms). Both figures are printed.
+- detections: boxes within 1e-3 of the image size, scores within 1e-4, labels equal, the same detections kept; an
+  unmatched one must be explained: a score within 2e-4 of the 0.05 threshold, an IoU between 0.4 and 0.6 with a
+  same-label box of the other set (the per-class NMS at 0.5), or a rank at the 100 cut.
 Also: the same detections from the file saved with DataParallel's 'module.' prefix and as a Lightning checkpoint, and
 Clump Scout's post-processing (class-agnostic NMS 0.2, a score cut) against torchvision.ops.nms on the reference.
 Without ../shared the images are synthetic (said so); the checks are the same.
@@ -90,7 +88,7 @@ def check_proposals(c, what, ref, ours, pad):
         c.check(err <= 1e-3, "%s: proposal objectness (sigmoid) max abs diff %.2e <= 1e-3" % (what, err))
 
 
-def noise_floor(model, img, trials=3):
+def noise_floor(model, img, trials=1):
     """torchvision's own score sensitivity: detections from the transformed image moved by one ulp (a random sign per
     pixel, `trials` draws) against the unperturbed ones; the largest score change over matched detections."""
     import torch
@@ -153,9 +151,8 @@ def check_detections(c, what, rb, rs, rl, ob, os_, ol, size, floor=0.0):
             "%s: %d of %d torchvision detections matched (morphcat has %d), labels equal, %d unexplained" %
             (what, matched, len(rb), len(ob), unexplained))
     c.check(worst_box <= tol, "%s: box max abs diff %.2e px <= %.2e (1e-3 of the image size)" % (what, worst_box, tol))
-    tol = max(1e-4, 2 * floor)
-    c.check(worst_score <= tol, "%s: score max abs diff %.2e <= %.2e (1e-4, or twice torchvision's own 1-ulp noise "
-             "floor %.2e)" % (what, worst_score, tol, floor))
+    c.check(worst_score <= 1e-4, "%s: score max abs diff %.2e <= 1e-4 (torchvision's own scores move by %.2e when "
+            "its input moves by one ulp)" % (what, worst_score, floor))
 
 
 def main():
@@ -194,7 +191,7 @@ def main():
         pairs += [("rpn_deltas_%d" % i, "rpn_deltas_%d" % i) for i in range(5)]
         errs = {o: mctest.rel_max_err(np.load("%s/%s.npy" % (tr, o)), ref[r]) for o, r in pairs}
         worst = max(errs, key=errs.get)
-        c.check(errs[worst] <= 1e-3, "%s: body, FPN and RPN maps rel err <= 1e-3 (worst %s %.2e; layer4 %.2e, P2 "
+        c.check(errs[worst] <= 1e-4, "%s: body, FPN and RPN maps rel err <= 1e-4 (worst %s %.2e; layer4 %.2e, P2 "
                 "%.2e)" % (tag, worst, errs[worst], errs["body_3"], errs["fpn_0"]))
         check_proposals(c, tag, ref, tr, max(t_img.shape[2:]))
         d = np.load(out).reshape(-1, 7)

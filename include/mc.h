@@ -114,6 +114,15 @@ static inline const char *mc_row_status_name(int s)
 }
 
 /* Monotonic seconds. */
+/* The current UTC time as ISO 8601 ("2026-11-29T17:41:35Z"), for catalogue attributes. */
+static inline void mc_utc_now(char *buf, size_t len)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
 static inline double mc_now(void)
 {
     struct timespec ts;

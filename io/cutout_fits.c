@@ -157,7 +157,7 @@ static void read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c)
                 c->ra = world[subp->lng];
                 c->dec = world[subp->lat];
                 c->has_wcs = 1;
-                /* keep it for io_cutout_pix2sky (clump positions); axes not along the planes' columns
+                /* keep it for io_wcs_pix2sky (clump positions); axes not along the planes' columns
                  * or rows would need more than a swap, and only matter for exotic headers */
                 int a0 = axes[0] - 1, a1 = axes[1] - 1;
                 if ((a0 == ax_x && a1 == ax_y) || (a0 == ax_y && a1 == ax_x)) {

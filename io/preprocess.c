@@ -571,6 +571,23 @@ static int select_planes(pp_kind kind, const pp_recipe *r, const io_cutout *c, i
     return MC_ROW_OK;
 }
 
+/* One resampling pass along the row index: dst row i (len floats) = sum over q of a->wt[i][q] times src row
+ * (a->lo[i] - origin + q), for i < n; vectorises over the rows' length. */
+static void resample_rows(const pp_axis *a, int origin, const float *src, int len, int n, float *dst)
+{
+    for (int i = 0; i < n; i++) {
+        float *d = dst + (size_t)i * len;
+        const float *wt = a->wt + (size_t)i * a->ks;
+        const float *s0 = src + (size_t)(a->lo[i] - origin) * len;
+        for (int x = 0; x < len; x++) d[x] = 0.0f;
+        for (int q = 0; q < a->cnt[i]; q++) {
+            const float wq = wt[q];
+            const float *sr = s0 + (size_t)q * len;
+            for (int x = 0; x < len; x++) d[x] += wq * sr[x];
+        }
+    }
+}
+
 /* dst (cols x rows) = src (rows x cols)^T, in 32 x 32 tiles so both sides stay in cache lines. */
 static void transpose(const float *restrict src, int rows, int cols, float *restrict dst)
 {
@@ -697,30 +714,10 @@ int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_wor
          * colt[lo_i + q][y], tmp = tmpt^T. Each output sums the same products in the same order as
          * the row-wise form, so the result is unchanged. */
         transpose(col + k * rplane, rh, rw, colt);
-        for (int i = 0; i < size; i++) {
-            float *t = tmpt + (size_t)i * rh;
-            const float *wt = ax.wt + (size_t)i * ks;
-            const float *c0 = colt + (size_t)(ax.lo[i] - rx0) * rh;
-            for (int y = 0; y < rh; y++) t[y] = 0.0f;
-            for (int q = 0; q < ax.cnt[i]; q++) {
-                const float wq = wt[q];
-                const float *cr = c0 + (size_t)q * rh;
-                for (int y = 0; y < rh; y++) t[y] += wq * cr[y];
-            }
-        }
+        resample_rows(&ax, rx0, colt, rh, size, tmpt);
         transpose(tmpt, size, rh, tmp);
         float *o = out + k * oplane;
-        for (int i = 0; i < size; i++) {
-            float *orow = o + (size_t)i * size;
-            const float *wt = ay.wt + (size_t)i * ks;
-            const float *t0 = tmp + (size_t)(ay.lo[i] - ry0) * size;
-            for (int x = 0; x < size; x++) orow[x] = 0.0f;
-            for (int q = 0; q < ay.cnt[i]; q++) {
-                const float wq = wt[q];
-                const float *tr = t0 + (size_t)q * size;
-                for (int x = 0; x < size; x++) orow[x] += wq * tr[x];
-            }
-        }
+        resample_rows(&ay, ry0, tmp, size, size, o);
         if (kind != PP_ASINH && r->quantize) {
             /* the 8-bit image PIL's resize returns: nearest level, halves up */
             for (size_t i = 0; i < oplane; i++) {

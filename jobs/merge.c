@@ -416,14 +416,6 @@ static int status_class(uint8_t s)
     return s == MC_ROW_OK ? 2 : s == MC_ROW_PENDING ? 0 : 1;
 }
 
-static void utc_now(char *buf, size_t len)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 int jobs_merge(const char *const *inputs, int n_in, const char *output, const char *release, int allow_pending,
                jobs_merge_stats *st, char *err)
 {
@@ -524,7 +516,7 @@ int jobs_merge(const char *const *inputs, int n_in, const char *output, const ch
             }
             char nrows[32], created[32];
             snprintf(nrows, sizeof nrows, "%lld", (long long)n_out);
-            utc_now(created, sizeof created);
+            mc_utc_now(created, sizeof created);
             io_kv set[] = {{"n_rows", nrows},
                            {"release", release && release[0] ? release : last_rel},
                            {"manifest_sha256", "none (merged: see merged_from)"},

@@ -236,18 +236,12 @@ static int det_build(nn_detector *d, nn_loader *L, const char *prefix)
     return 0;
 }
 
-static int path_is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 int nn_detector_load(const char *path, const nn_det_config *cfg, nn_detector **out, char *err)
 {
     *out = NULL;
     char wpath[4096];
     snprintf(wpath, sizeof wpath, "%s", path);
-    if (path_is_dir(path)) {
+    if (nn_path_is_dir(path)) {
         static const char *const names[] = {"model.pth", "pytorch_model.bin", "model.safetensors", "model.ckpt"};
         struct stat st;
         int found = 0;
@@ -519,9 +513,9 @@ static void det_run(nn_ctx *ctx, const nn_detector *d, int ph, int pw, det_io *i
             float inv = 1.0f / sum;
             for (int k = 1; k < C; k++) {
                 float s = prob[k] * inv;
+                if (!((double)s > cfg->box_score_thresh)) continue; /* torch decodes every box; same result */
                 nn_box b = nn_box_decode(z + C + 4 * k, prop[r], roi_wt, DET_CLIP);
                 b = nn_box_clip(b, (float)io->rw, (float)io->rh);
-                if (!((double)s > cfg->box_score_thresh)) continue;
                 if (!(b.x2 - b.x1 >= 1e-2f && b.y2 - b.y1 >= 1e-2f)) continue;
                 cand[nc] = b;
                 cand_s[nc] = s;

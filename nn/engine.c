@@ -3,6 +3,13 @@
 #include "nn/engine.h"
 
 #include <math.h>
+#include <sys/stat.h>
+
+int nn_path_is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
 
 #define NN_ALIGN 64
 

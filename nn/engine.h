@@ -44,6 +44,9 @@ static inline long nn_tensor_pixels(nn_tensor t)
 nn_tensor nn_tensor_new(nn_ctx *ctx, int n, int h, int w, int c);
 void nn_tensor_release(nn_ctx *ctx, nn_tensor t);
 
+/* A model path that names a folder (a Hub folder) rather than a weight file. */
+int nn_path_is_dir(const char *p);
+
 /* ---- strict weight loading ---------------------------------------------------------------------------
  * Each architecture asks for every tensor it needs by name and shape; the first missing or mis-shaped key
  * is the error; afterwards nn_loader_finish reports the first key nobody asked for. */

@@ -57,12 +57,6 @@ static const nn_arch_ops *family_of(const char *arch)
     return NULL;
 }
 
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static int is_file(const char *p)
 {
     struct stat st;
@@ -121,7 +115,7 @@ static int config_read(const char *path, hub_config *cfg, char *err)
 static int resolve_paths(const char *path, char *wpath, size_t wlen, char *cpath, size_t clen, char *err)
 {
     cpath[0] = 0;
-    if (is_dir(path)) {
+    if (nn_path_is_dir(path)) {
         static const char *const names[] = {"model.safetensors", "pytorch_model.bin", "model.ckpt"};
         wpath[0] = 0;
         for (size_t i = 0; i < sizeof names / sizeof names[0] && !wpath[0]; i++) {

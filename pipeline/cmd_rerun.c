@@ -156,14 +156,6 @@ static char *read_file(const char *path, size_t *n)
     return b;
 }
 
-static void utc_now(char *buf, size_t len)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static int rerun_job(const rerun_args *a)
 {
     int rank, size;
@@ -349,7 +341,7 @@ static int rerun_job(const rerun_args *a)
         }
         char nrows[32], created[32], summary[256];
         snprintf(nrows, sizeof nrows, "%lld", (long long)m.n);
-        utc_now(created, sizeof created);
+        mc_utc_now(created, sizeof created);
         snprintf(summary, sizeof summary, "%lld carried from the previous catalogue, %lld computed under %s",
                  (long long)(m.n - n_todo), (long long)n_todo, a->release);
         io_kv set[] = {{"n_rows", nrows},           {"release", a->release},   {"manifest_sha256", m.sha256},

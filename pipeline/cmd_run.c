@@ -35,14 +35,6 @@ static int fail_all(MPI_Comm comm, int rc, char *err)
     return -1;
 }
 
-static void utc_now(char *buf, size_t len)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void fmt_duration(double s, char *buf, size_t len)
 {
     if (!(s >= 0) || s > 1e8) {
@@ -151,17 +143,16 @@ static void detect_slot(run_state *r, mc_slot *s)
         r->cl_count[i] = 0;
         r->cl_status[i] = MC_ROW_PENDING;
         if (s->status[i] != MC_ROW_OK) continue;
-        int st = s->det_status[i], nd = 0;
-        if (st == MC_ROW_OK)
+        int st = s->det_status[i], nd = 0; /* a picture that could not be made has its message already */
+        if (st == MC_ROW_OK) {
             st = nn_detect(r->det, s->det_img[i], s->det_view[i].h, s->det_view[i].w, r->dets, r->det_cap, &nd, NULL,
                            NULL, err);
-        else
-            snprintf(err, sizeof err, "%s", s->det_msg + (size_t)i * IO_CAT_MSG_LEN);
+            if (st != MC_ROW_OK)
+                snprintf(s->message + (size_t)i * IO_CAT_MSG_LEN, IO_CAT_MSG_LEN, "%s: no clumps: %s",
+                         r->man.rows[s->row0 + i].id_str, err);
+        }
         r->cl_status[i] = (uint8_t)st;
         if (st != MC_ROW_OK) {
-            const io_manifest_row *row = &r->man.rows[s->row0 + i];
-            snprintf(s->message + (size_t)i * IO_CAT_MSG_LEN, IO_CAT_MSG_LEN, "%s: no clumps: %s",
-                     row->id_str ? row->id_str : "?", err);
             r->clump_failed++;
         } else {
             nd = mc_clump_post_apply(&r->post, &s->det_view[i], r->dets, nd);
@@ -393,7 +384,7 @@ static int run_job(const mc_job *job)
     const int64_t n_units = (N + job->batch - 1) / job->batch;
     char recipe_desc[1024], created[32], sizebuf[32], batchbuf[32], nrank[32], rowsbuf[32];
     pp_recipe_describe(&recipe, recipe_desc, sizeof recipe_desc);
-    utc_now(created, sizeof created);
+    mc_utc_now(created, sizeof created);
     snprintf(sizebuf, sizeof sizebuf, "%d", job->size);
     snprintf(batchbuf, sizeof batchbuf, "%d", job->batch);
     snprintf(nrank, sizeof nrank, "%d", r->size);

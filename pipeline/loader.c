@@ -34,7 +34,6 @@ static void load_row(mc_loader *l, mc_slot *s, int i)
     s->sum[(size_t)i * IO_CAT_SUM_LEN] = 0;
     if (l->detect) {
         s->det_status[i] = MC_ROW_PENDING;
-        s->det_msg[(size_t)i * IO_CAT_MSG_LEN] = 0;
         io_wcs_free(s->wcs[i]);
         s->wcs[i] = NULL;
     }
@@ -66,7 +65,7 @@ static void load_row(mc_loader *l, mc_slot *s, int i)
                 int ds = mc_clump_render(&l->recipe, &l->cut, &l->post, &l->work, &s->det_img[i], &s->det_cap[i],
                                          &s->det_view[i], perr);
                 s->det_status[i] = (uint8_t)ds;
-                if (ds != MC_ROW_OK) snprintf(s->det_msg + (size_t)i * IO_CAT_MSG_LEN, IO_CAT_MSG_LEN, "%s", perr);
+                if (ds != MC_ROW_OK) snprintf(msg, IO_CAT_MSG_LEN, "%s: no clumps: %s", row->id_str, perr);
                 s->wcs[i] = io_cutout_take_wcs(&l->cut);
             }
         }
@@ -144,7 +143,6 @@ mc_loader *mc_loader_init(const io_manifest *m, const pp_recipe *recipe, const c
             s->det_view = mc_calloc((size_t)batch, sizeof(mc_clump_view));
             s->wcs = mc_calloc((size_t)batch, sizeof(io_wcs *));
             s->det_status = mc_calloc((size_t)batch, 1);
-            s->det_msg = mc_calloc((size_t)batch, IO_CAT_MSG_LEN);
         }
     }
     pthread_mutex_init(&l->mu, NULL);
@@ -232,7 +230,6 @@ void mc_loader_free(mc_loader *l)
             free(s->det_view);
             free(s->wcs);
             free(s->det_status);
-            free(s->det_msg);
         }
     }
     free(l->slots);

@@ -82,13 +82,13 @@ typedef struct mc_slot {
     uint8_t *radec_src;
     /* the clump detector's input per row (when the job has a detector): an RGB picture and where it sits in
      * the cutout, and the cutout's WCS (owned by the slot until the row is computed); det_status is the
-     * rendering's status (MC_ROW_OK, else the row's detection is skipped with the reason in det_msg) */
+     * rendering's status (MC_ROW_OK, else the row's detection is skipped and its message says why; the
+     * row's own status stays ok) */
     float **det_img;
     size_t *det_cap;
     mc_clump_view *det_view;
     io_wcs **wcs;
     uint8_t *det_status;
-    char *det_msg;         /* per row, IO_CAT_MSG_LEN each */
     int state;             /* 0 free, 1 loading, 2 ready */
 } mc_slot;
 

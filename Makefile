@@ -12,7 +12,7 @@ CFLAGS  = $(OPT) -g -march=$(MC_ARCH) -std=gnu11 -fno-math-errno -Wall -Wextra -
 LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcsv -lcrypto -lm -lpthread
 
 B        := build
-LIB_SRC  := $(wildcard nn/*.c io/*.c jobs/*.c) $(filter-out pipeline/main.c,$(wildcard pipeline/*.c))
+LIB_SRC  := $(wildcard nn/*.c io/*.c jobs/*.c science/*.c report/*.c) $(filter-out pipeline/main.c,$(wildcard pipeline/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o) $(B)/obj/gen/schemas.o
 SCHEMAS  := $(sort $(wildcard nn/schemas/*.json))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -75,7 +75,7 @@ bench: deps
 	sh bench/run.sh
 
 format:
-	clang-format -i $(wildcard include/*.h nn/*.[ch] io/*.[ch] pipeline/*.[ch] jobs/*.[ch] tests/unit/*.c bench/*.c)
+	clang-format -i $(wildcard include/*.h nn/*.[ch] io/*.[ch] pipeline/*.[ch] jobs/*.[ch] science/*.[ch] report/*.[ch] tests/unit/*.c bench/*.c)
 
 clean:
 	rm -rf $(B) morphcat

@@ -90,6 +90,11 @@ static int bench_detect(int argc, char **argv)
     char err[MC_ERR_LEN];
     nn_det_config cfg;
     nn_det_config_default(&cfg);
+    if (nn_precision_parse(arg_str(argc, argv, "--precision") ? arg_str(argc, argv, "--precision") : "fp32",
+                           &cfg.precision, err)) {
+        fprintf(stderr, "bench_forward: %s\n", err);
+        return 2;
+    }
     nn_detector *d;
     io_npy in;
     if (!path || !input || runs < 1) {
@@ -157,7 +162,9 @@ int main(int argc, char **argv)
     }
     const nn_model_info *mi = nn_model_info_of(m);
     nn_plan *p;
-    if (nn_plan_init(m, batch, size, size, &p, err)) {
+    nn_precision prec = NN_PREC_FP32;
+    const char *ps = arg_str(argc, argv, "--precision");
+    if ((ps && nn_precision_parse(ps, &prec, err)) || nn_plan_init(m, batch, size, size, prec, &p, err)) {
         fprintf(stderr, "bench_forward: %s\n", err);
         return 1;
     }

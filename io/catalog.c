@@ -321,7 +321,13 @@ static int check_ident(io_catalog *c, const io_catalog_spec *s, char *err)
         return mc_fail(err, "%s: exists and is not a morphcat catalogue (layout attribute '%s'); choose another "
                             "output path", c->path, have);
     for (int i = 0; i < s->n_ident; i++) {
-        if (io_h5_attr_str(c->file, s->ident[i].key, have, sizeof have) || strcmp(have, s->ident[i].value))
+        int absent = io_h5_attr_str(c->file, s->ident[i].key, have, sizeof have) != 0;
+        /* identities added to the layout later have the value they implied before they existed */
+        if (absent && !strcmp(s->ident[i].key, "precision")) {
+            snprintf(have, sizeof have, "fp32");
+            absent = 0;
+        }
+        if (absent || strcmp(have, s->ident[i].value))
             return mc_fail(err, "%s: was made by a different job: its %s is '%.200s', this job's is '%.200s' "
                                 "(write to a new path, or use morphcat merge / a release rerun)",
                            c->path, s->ident[i].key, have, s->ident[i].value);

@@ -14,7 +14,7 @@
 
 const char *const jobs_merge_ident[] = {"layout",     "model_sha256",    "model_arch", "schema",
                                         "preprocessing", "input_size", "embedding_dtype", "pca_sha256",
-                                        "clump_postprocessing", NULL};
+                                        "clump_postprocessing", "precision", NULL};
 
 /* ---- what a catalogue holds ----------------------------------------------------------------------------- */
 typedef struct node {
@@ -179,8 +179,13 @@ static int check_same(const cat_in *a, const cat_in *b, char *err)
                                 "schemas, recipes or layouts cannot be merged", b->path, name, vb, a->path, va);
     }
     for (int i = 0; jobs_merge_ident[i]; i++) {
+        va[0] = vb[0] = 0;
         io_h5_attr_str(a->file, jobs_merge_ident[i], va, sizeof va);
         io_h5_attr_str(b->file, jobs_merge_ident[i], vb, sizeof vb);
+        if (!strcmp(jobs_merge_ident[i], "precision")) { /* catalogues from before the attribute are fp32 */
+            if (!va[0]) snprintf(va, sizeof va, "fp32");
+            if (!vb[0]) snprintf(vb, sizeof vb, "fp32");
+        }
         if (strcmp(va, vb))
             return mc_fail(err, "%s: its %s is '%.120s' but %s has '%.120s': catalogues of different models, "
                                 "schemas, recipes or layouts cannot be merged", b->path, jobs_merge_ident[i], vb,

@@ -30,6 +30,7 @@ typedef struct cnx_block {
     int c, hid;
     float *w1, *b1; /* [hid][c], LayerNorm affine folded in */
     float *w2, *b2; /* [c][hid], gamma folded in */
+    nn_wpack *pk1, *pk2;
 } cnx_block;
 
 typedef struct convnext {
@@ -86,6 +87,8 @@ static int cnx_block_load(nn_loader *L, cnx_block *blk, const char *pre, int c)
     blk->b1 = mc_malloc_aligned(sizeof(float) * (size_t)hid);
     blk->w2 = mc_malloc_aligned(sizeof(float) * (size_t)hid * c);
     blk->b2 = mc_malloc_aligned(sizeof(float) * (size_t)c);
+    blk->pk1 = nn_wpack_new();
+    blk->pk2 = nn_wpack_new();
     for (int o = 0; o < hid; o++) {
         double acc = b1[o];
         for (int i = 0; i < c; i++) {
@@ -122,6 +125,8 @@ static void cnx_destroy(void *p)
             free(blk->b1);
             free(blk->w2);
             free(blk->b2);
+            nn_wpack_delete(blk->pk1);
+            nn_wpack_delete(blk->pk2);
         }
         free(m->blocks[s]);
     }
@@ -137,6 +142,7 @@ static void *cnx_build(nn_loader *L, const char *arch, int in_chans)
     char k1[256], k2[256];
     nn_conv_load(L, &m->stem, "stem.0.weight", "stem.0.bias", NULL, 0.0f, in_chans, v->dims[0], 4, 4, 0, 0,
                  NN_ACT_NONE);
+    nn_conv_keep_fp32(&m->stem); /* the 4x4 patchify stem on 1-3 channels: fp32 (policy, docs/engine.md) */
     m->stem_lnw = load_vec(L, v->dims[0], "stem.1.weight");
     m->stem_lnb = load_vec(L, v->dims[0], "stem.1.bias");
     for (int s = 0; s < 4 && !L->failed; s++) {
@@ -180,16 +186,20 @@ static void cnx_block_forward(nn_ctx *ctx, const cnx_block *blk, nn_tensor x)
     const int c = blk->c, hid = blk->hid;
     const long T = cnx_tile_rows(hid, P);
     float *h = nn_ctx_alloc(ctx, (size_t)T * hid);
+    float *s1 = nn_matmul_prepare(ctx, blk->pk1, (int)T, hid, c, blk->w1, c);
+    float *s2 = nn_matmul_prepare(ctx, blk->pk2, (int)T, c, hid, blk->w2, hid);
     if (ctx->measure) ctx->macs += 2.0 * P * c * hid;
     if (!ctx->measure) {
         for (long p0 = 0; p0 < P; p0 += T) {
             int rows = (int)(P - p0 < T ? P - p0 : T);
             float *tr = t.d + (size_t)p0 * c, *xr = x.d + (size_t)p0 * c;
             nn_layernorm(tr, rows, c, CNX_EPS, NULL, NULL);
-            nn_gemm_fused(rows, hid, c, tr, c, blk->w1, c, blk->b1, NULL, 0, 0, NN_ACT_GELU, h, hid);
-            nn_gemm_fused(rows, c, hid, h, hid, blk->w2, hid, blk->b2, NULL, 0, 1, NN_ACT_NONE, xr, c);
+            nn_matmul(blk->pk1, s1, rows, hid, c, tr, c, blk->w1, c, blk->b1, NULL, 0, 0, NN_ACT_GELU, h, hid);
+            nn_matmul(blk->pk2, s2, rows, c, hid, h, hid, blk->w2, hid, blk->b2, NULL, 0, 1, NN_ACT_NONE, xr, c);
         }
     }
+    nn_ctx_release(ctx, s2);
+    nn_ctx_release(ctx, s1);
     nn_ctx_release(ctx, h);
     nn_tensor_release(ctx, t);
 }

@@ -101,6 +101,7 @@ static void *eff_build(nn_loader *L, const char *arch, int in_chans)
     for (int s = 0; s < v->nstages; s++) m->nblocks += v->st[s].repeats;
     m->blocks = mc_calloc((size_t)m->nblocks, sizeof(eff_block));
     nn_conv_load(L, &m->stem, "conv_stem.weight", NULL, "bn1", EFF_EPS, in_chans, v->stem, 3, 2, 1, 0, NN_ACT_SILU);
+    nn_conv_keep_fp32(&m->stem); /* 3x3 on 1-3 channels: fp32 (policy, docs/engine.md) */
     int cin = v->stem, bi = 0;
     char pre[64], w[128], bn[128];
     for (int s = 0; s < v->nstages && !L->failed; s++) {

@@ -70,6 +70,7 @@ static void *res_build_eps(nn_loader *L, const char *arch, int in_chans, float e
     for (int s = 0; s < 4; s++) m->nblocks += v->layers[s];
     m->blocks = mc_calloc((size_t)m->nblocks, sizeof(res_block));
     nn_conv_load(L, &m->stem, "conv1.weight", NULL, "bn1", eps, in_chans, 64, 7, 2, 3, 0, NN_ACT_RELU);
+    nn_conv_keep_fp32(&m->stem); /* 7x7 on 1-3 channels: fp32 (policy, docs/engine.md) */
     const int exp = v->bottleneck ? 4 : 1;
     int cin = 64, bi = 0;
     char w[128], bn[128];

@@ -43,6 +43,7 @@ struct nn_detector {
     int rep;                      /* TwoMLPHead width (1024) */
     float *fc6_w, *fc6_b, *fc7_w, *fc7_b; /* fc6 columns reordered to [py][px][c] */
     float *pred_w, *pred_b;       /* [C + 4C][rep]: cls_score rows, then bbox_pred rows */
+    nn_wpack *fc6_pk, *fc7_pk;    /* bf16 plans: fc6, fc7 on AMX; the predictor stays fp32 (box decoding) */
     det_plan plans[DET_PLANS];
     int n_plans;
     unsigned long tick;
@@ -90,6 +91,8 @@ void nn_detector_free(nn_detector *d)
     free(d->fc7_b);
     free(d->pred_w);
     free(d->pred_b);
+    nn_wpack_delete(d->fc6_pk);
+    nn_wpack_delete(d->fc7_pk);
     for (int i = 0; i < d->n_plans; i++) plan_free(&d->plans[i]);
     free(d);
 }
@@ -232,6 +235,8 @@ static int det_build(nn_detector *d, nn_loader *L, const char *prefix)
     d->fc6_b = nn_copy_floats(b6, (size_t)R);
     d->fc7_w = nn_copy_floats(w7, (size_t)R * R);
     d->fc7_b = nn_copy_floats(b7, (size_t)R);
+    d->fc6_pk = nn_wpack_new();
+    d->fc7_pk = nn_wpack_new();
     stack_linear(&d->pred_w, &d->pred_b, cw, cb, C, pw, pb, 4 * C, R);
     return 0;
 }
@@ -239,6 +244,7 @@ static int det_build(nn_detector *d, nn_loader *L, const char *prefix)
 int nn_detector_load(const char *path, const nn_det_config *cfg, nn_detector **out, char *err)
 {
     *out = NULL;
+    if (nn_precision_check(cfg->precision, err)) return -1;
     char wpath[4096];
     snprintf(wpath, sizeof wpath, "%s", path);
     if (nn_path_is_dir(path)) {
@@ -466,6 +472,8 @@ static void det_run(nn_ctx *ctx, const nn_detector *d, int ph, int pw, det_io *i
     float *h6 = alloc_n(ctx, (size_t)T * rep), *h7 = alloc_n(ctx, (size_t)T * rep);
     float *pred = alloc_n(ctx, (size_t)R_max * NP);
     float *feat = io && io->tr ? mc_malloc(sizeof(float) * ((size_t)R_max * rep + 1)) : NULL;
+    float *s6 = nn_matmul_prepare(ctx, d->fc6_pk, T, rep, K6, d->fc6_w, K6);
+    float *s7 = nn_matmul_prepare(ctx, d->fc7_pk, T, rep, rep, d->fc7_w, rep);
     if (meas) ctx->macs += (double)R_max * ((double)K6 * rep + (double)rep * rep + (double)rep * NP);
     if (!meas) {
         float scale[4];
@@ -478,8 +486,8 @@ static void det_run(nn_ctx *ctx, const nn_detector *d, int ph, int pw, det_io *i
                 nn_roi_align(P[l].d, P[l].h, P[l].w, F, scale[l], prop[r0 + r], DET_POOL, DET_POOL, DET_SR,
                              pooled + (size_t)r * K6);
             }
-            nn_gemm_fused(n, rep, K6, pooled, K6, d->fc6_w, K6, d->fc6_b, NULL, 0, 0, NN_ACT_RELU, h6, rep);
-            nn_gemm_fused(n, rep, rep, h6, rep, d->fc7_w, rep, d->fc7_b, NULL, 0, 0, NN_ACT_RELU, h7, rep);
+            nn_matmul(d->fc6_pk, s6, n, rep, K6, pooled, K6, d->fc6_w, K6, d->fc6_b, NULL, 0, 0, NN_ACT_RELU, h6, rep);
+            nn_matmul(d->fc7_pk, s7, n, rep, rep, h6, rep, d->fc7_w, rep, d->fc7_b, NULL, 0, 0, NN_ACT_RELU, h7, rep);
             nn_gemm_fused(n, NP, rep, h7, rep, d->pred_w, rep, d->pred_b, NULL, 0, 0, NN_ACT_NONE,
                           pred + (size_t)r0 * NP, NP);
             if (feat) memcpy(feat + (size_t)r0 * rep, h7, sizeof(float) * (size_t)n * rep);
@@ -498,6 +506,8 @@ static void det_run(nn_ctx *ctx, const nn_detector *d, int ph, int pw, det_io *i
         }
     }
     free(feat);
+    nn_ctx_release(ctx, s7);
+    nn_ctx_release(ctx, s6);
 
     /* postprocess_detections: softmax, per-class boxes, score and size filters, per-class NMS, top n */
     if (!meas) {
@@ -585,6 +595,7 @@ static det_plan *plan_for(nn_detector *d, int ph, int pw)
     p->pw = pw;
     p->used = d->tick;
     p->ctx.measure = 1;
+    p->ctx.bf16 = d->cfg.precision == NN_PREC_BF16;
     det_run(&p->ctx, d, ph, pw, NULL);
     MC_ASSERT(!p->ctx.too_small);
     p->ctx.measure = 0;

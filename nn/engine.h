@@ -5,6 +5,7 @@
 #define NN_ENGINE_H
 
 #include "mc.h"
+#include "nn/amx.h"
 #include "nn/kernels.h"
 #include "nn/nn.h"
 #include "nn/weights.h"
@@ -16,6 +17,7 @@
  * (ggml's measure-then-allocate idea, with liveness so buffers are reused). */
 typedef struct nn_ctx {
     int measure;
+    int bf16; /* the plan's precision is bf16: matrix layers with a pack run on AMX */
     int too_small; /* set during measure when a layer's output would be empty */
     double macs;   /* multiply-adds of one pass, counted during measure (for GFLOP/s figures) */
     char *base;
@@ -73,6 +75,7 @@ typedef struct nn_conv {
     nn_act act;
     float *w; /* dense: [cout][k][k][cin] (NHWC patch order); depthwise: [k][k][c] */
     float *b; /* [cout], always present (zeros when the file has no bias) */
+    nn_wpack *pk; /* bf16 tiles of w, filled by the first bf16 plan; NULL: this layer stays fp32 */
 } nn_conv;
 
 /* Load conv `wname` ([cout, cin/groups, k, k]) with optional bias `bname` and optional batch norm at
@@ -85,6 +88,20 @@ int nn_conv_out(int in, int k, int stride, int pad);
 
 /* y = act(conv(x) + res); res (same shape as y) may be NULL. Returns y, newly allocated in ctx. */
 nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_tensor *res);
+
+/* Keep a dense convolution in fp32 in every plan (the precision policy's exceptions, docs/engine.md). */
+void nn_conv_keep_fp32(nn_conv *cv);
+
+/* A matrix layer C = act(A W^T + bias (+res | +C)) that follows the plan's precision. pk is the layer's
+ * pack (nn_wpack_new at load; NULL keeps the layer fp32). nn_matmul_prepare, called in both passes before
+ * the products, packs W during a bf16 plan's measure pass and returns the AMX scratch for up to maxM rows
+ * (NULL for fp32; release it with nn_ctx_release after the products); nn_matmul then runs one product,
+ * on AMX when scratch is not NULL, else through nn_gemm_fused. */
+nn_wpack *nn_wpack_new(void);
+void nn_wpack_delete(nn_wpack *pk);
+float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, const float *W, int ldw);
+void nn_matmul(const nn_wpack *pk, float *scratch, int M, int N, int K, const float *A, int lda, const float *W,
+               int ldw, const float *bias, const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc);
 
 /* Copy of a [rows][cols] float matrix from the loader (for linear layers). */
 float *nn_copy_floats(const float *src, size_t n);

@@ -47,6 +47,7 @@ int nn_conv_load(nn_loader *L, nn_conv *cv, const char *wname, const char *bname
     size_t kk = (size_t)k * k;
     cv->w = mc_malloc_aligned(sizeof(float) * (size_t)cout * kk * (depthwise ? 1 : (size_t)cin));
     cv->b = mc_malloc_aligned(sizeof(float) * (size_t)cout);
+    cv->pk = depthwise ? NULL : nn_wpack_new();
     for (int o = 0; o < cout; o++) {
         /* fold in double: scale = gamma / sqrt(var + eps), bias = (b - mean) * scale + beta */
         double scale = 1.0, shift = b ? b[o] : 0.0;
@@ -70,7 +71,46 @@ void nn_conv_free(nn_conv *cv)
 {
     free(cv->w);
     free(cv->b);
+    nn_wpack_delete(cv->pk);
     cv->w = cv->b = NULL;
+    cv->pk = NULL;
+}
+
+void nn_conv_keep_fp32(nn_conv *cv)
+{
+    nn_wpack_delete(cv->pk);
+    cv->pk = NULL;
+}
+
+nn_wpack *nn_wpack_new(void)
+{
+    return mc_calloc(1, sizeof(nn_wpack));
+}
+
+void nn_wpack_delete(nn_wpack *pk)
+{
+    if (!pk) return;
+    nn_wpack_free(pk);
+    free(pk);
+}
+
+/* The pack is the one thing a plan writes into its model: once, in the first bf16 plan's measure pass
+ * (plans are made before any forward pass and from one thread). */
+float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, const float *W, int ldw)
+{
+    if (!ctx->bf16 || !pk) return NULL;
+    if (ctx->measure && !pk->d) nn_wpack_init(pk, W, N, K, ldw);
+    MC_ASSERT(ctx->measure || (pk->d && pk->n == N && pk->k == K));
+    return nn_ctx_alloc(ctx, nn_gemm_bf16_scratch(maxM, K));
+}
+
+void nn_matmul(const nn_wpack *pk, float *scratch, int M, int N, int K, const float *A, int lda, const float *W,
+               int ldw, const float *bias, const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc)
+{
+    if (scratch)
+        nn_gemm_bf16(M, A, lda, pk, bias, res, ldr, accumulate, act, C, ldc, scratch);
+    else
+        nn_gemm_fused(M, N, K, A, lda, W, ldw, bias, res, ldr, accumulate, act, C, ldc);
 }
 
 /* Rows per GEMM call. OpenBLAS repacks the weights on every call and runs short calls poorly (measured
@@ -104,6 +144,7 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
     const int direct = cv->k == 1 && cv->stride == 1 && cv->pad == 0;
     const long T = conv_tile_rows(K, P);
     float *col = direct ? NULL : nn_ctx_alloc(ctx, (size_t)T * K);
+    float *sc = nn_matmul_prepare(ctx, cv->pk, (int)T, N, K, cv->w, K);
     if (!ctx->measure) {
         for (long p0 = 0; p0 < P; p0 += T) {
             long rows = P - p0 < T ? P - p0 : T;
@@ -113,10 +154,11 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
                 A = col;
             }
             float *C = y.d + (size_t)p0 * N;
-            nn_gemm_fused((int)rows, N, K, A, K, cv->w, K, cv->b, res ? res->d + (size_t)p0 * N : NULL, N, 0, cv->act,
-                          C, N);
+            nn_matmul(cv->pk, sc, (int)rows, N, K, A, K, cv->w, K, cv->b, res ? res->d + (size_t)p0 * N : NULL, N, 0,
+                      cv->act, C, N);
         }
     }
+    nn_ctx_release(ctx, sc);
     nn_ctx_release(ctx, col);
     return y;
 }

@@ -26,6 +26,7 @@ struct nn_plan {
     const nn_model *m;
     nn_ctx ctx;
     int batch, h, w;
+    nn_precision prec;
 };
 
 static const nn_arch_ops *const families[] = {&nn_convnext_ops, &nn_efficientnet_ops, &nn_resnet_ops};
@@ -331,17 +332,21 @@ static void run(nn_ctx *ctx, const nn_model *m, const float *x, int n, int H, in
     nn_tensor_release(ctx, in);
 }
 
-int nn_plan_init(const nn_model *m, int batch, int height, int width, nn_plan **out, char *err)
+int nn_plan_init(const nn_model *m, int batch, int height, int width, nn_precision prec, nn_plan **out,
+                 char *err)
 {
     *out = NULL;
     MC_ASSERT(batch > 0);
     if (height < 1 || width < 1 || height > 16384 || width > 16384)
         return mc_fail(err, "input size %dx%d is out of range", height, width);
+    if (nn_precision_check(prec, err)) return -1;
     nn_plan *p = mc_calloc(1, sizeof *p);
     p->m = m;
     p->batch = batch;
     p->h = height;
     p->w = width;
+    p->prec = prec;
+    p->ctx.bf16 = prec == NN_PREC_BF16;
     p->ctx.measure = 1;
     run(&p->ctx, m, NULL, batch, height, width, NULL, NULL);
     if (p->ctx.too_small) {
@@ -381,6 +386,38 @@ void nn_forward(nn_plan *p, const float *x, int n, float *embed, float *head)
 }
 
 /* ---- odds and ends ------------------------------------------------------------------------------------ */
+
+const char *nn_precision_name(nn_precision p)
+{
+    return p == NN_PREC_BF16 ? "bf16" : "fp32";
+}
+
+int nn_precision_parse(const char *s, nn_precision *p, char *err)
+{
+    if (!strcmp(s, "fp32")) {
+        *p = NN_PREC_FP32;
+        return 0;
+    }
+    if (!strcmp(s, "bf16")) {
+        *p = NN_PREC_BF16;
+        return 0;
+    }
+    return mc_fail(err, "unknown precision '%s' (fp32 or bf16)", s);
+}
+
+int nn_precision_check(nn_precision p, char *err)
+{
+    const char *why = NULL;
+    if (p == NN_PREC_BF16 && !nn_amx_usable(&why))
+        return mc_fail(err, "--precision bf16 needs AMX, which this process cannot use: %s; use --precision fp32",
+                       why);
+    return 0;
+}
+
+void nn_cpu_request(void)
+{
+    nn_amx_request();
+}
 
 void nn_init(void)
 {

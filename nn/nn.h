@@ -10,6 +10,20 @@
 typedef struct nn_model nn_model;
 typedef struct nn_plan nn_plan;
 
+/* Numerical precision of a plan's matrix products. fp32 is the reference (PyTorch's numbers to ~1e-6);
+ * bf16 runs convolutions and linear layers on AMX tiles with bf16 operands and fp32 accumulation, the rest
+ * in fp32 (the policy: docs/engine.md). A plan-time choice: one loaded model can have plans of both. */
+typedef enum { NN_PREC_FP32 = 0, NN_PREC_BF16 } nn_precision;
+
+const char *nn_precision_name(nn_precision p);
+/* "fp32" or "bf16" (-1 and a message otherwise). */
+int nn_precision_parse(const char *s, nn_precision *p, char *err);
+/* 0 when this process can run the precision; -1 and one line saying why not (no AMX, no permission). */
+int nn_precision_check(nn_precision p, char *err);
+/* Ask the kernel for AMX tile state. Call first thing in main(), before MPI_Init and before any thread or
+ * signal stack exists; harmless where there is no AMX. */
+void nn_cpu_request(void);
+
 typedef enum {
     NN_HEAD_NONE = 0,
     NN_HEAD_DIRICHLET, /* Zoobot tree head: concentrations 1 + 100*sigmoid(W x + b) */
@@ -48,7 +62,8 @@ int nn_file_sha256(const char *path, char hex[65], char *err);
 
 /* A forward plan: the activation arena for one (model, batch, height, width), sized once by a dry run of
  * the network, so the per-batch path does no allocation. Fails (-1, message) when the input is too small. */
-int nn_plan_init(const nn_model *m, int batch, int height, int width, nn_plan **out, char *err);
+int nn_plan_init(const nn_model *m, int batch, int height, int width, nn_precision prec, nn_plan **out,
+                 char *err);
 void nn_plan_free(nn_plan *p);
 size_t nn_plan_bytes(const nn_plan *p);
 /* Multiply-adds of one full-batch pass (convolutions, MLPs, squeeze-excite, head), for GFLOP/s figures. */
@@ -113,6 +128,7 @@ typedef struct nn_det_config {
     double box_nms_thresh;                     /* 0.5, per class */
     int detections_per_img;                    /* 100 */
     float bn_eps;                              /* frozen batch norm: 1e-5 (0 for torchvision's COCO weights) */
+    nn_precision precision;                    /* of the backbone, FPN, RPN conv and box head (fp32 default) */
 } nn_det_config;
 void nn_det_config_default(nn_det_config *c);
 

@@ -15,7 +15,8 @@ static void detect_usage(FILE *f)
 {
     fprintf(f,
             "usage: morphcat detect --model PATH (--image FILE | --input X.npy) [--output OUT.csv|OUT.npy]\n"
-            "                       [--post SPEC] [--recipe SPEC] [--hdu H] [--bn-eps E] [--trace DIR]\n\n"
+            "                       [--post SPEC] [--recipe SPEC] [--hdu H] [--bn-eps E] [--trace DIR]\n"
+            "                       [--precision fp32|bf16]\n\n"
             "Runs a torchvision Faster R-CNN (fasterrcnn_resnet50_fpn, as Galaxy Zoo: Clump Scout trained it) on\n"
             "one image or on a batch, and prints one line per detection: image, label, score, box x1 y1 x2 y2 in\n"
             "pixels of the input (x right, y along the stored rows), and RA/Dec of the box centre when the FITS\n"
@@ -31,6 +32,8 @@ static void detect_usage(FILE *f)
             "  --recipe SPEC    colours for FITS cutouts (default gz_decals); see morphcat run --help\n"
             "  --hdu H          FITS HDU (EXTNAME or number)\n"
             "  --bn-eps E       frozen batch-norm epsilon (default 1e-5; 0 for torchvision's COCO weights)\n"
+            "  --precision P    fp32 (default) or bf16: backbone, FPN, RPN conv and box head on AMX tiles\n"
+            "                   (fp32 accumulation; box decoding, NMS and the predictor stay fp32)\n"
             "  --trace DIR      write every intermediate of the first image as DIR/<name>.npy (parity tests)\n\n"
             "Exit status: 0 done; 1 nothing done (bad model or input); 3 done, but some images were refused\n"
             "(too small, NaN): each is reported on stderr.\n");
@@ -79,12 +82,14 @@ int cmd_detect(int argc, char **argv)
     const char *model_path = NULL, *image = NULL, *input = NULL, *output = NULL, *post_spec = "none";
     const char *recipe_spec = "gz_decals", *hdu = NULL, *trace_dir = NULL;
     double bn_eps = 1e-5;
+    const char *prec_s = "fp32";
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"image", required_argument, 0, 'I'},
         {"input", required_argument, 0, 'i'}, {"output", required_argument, 0, 'o'},
         {"post", required_argument, 0, 'p'},  {"recipe", required_argument, 0, 'r'},
         {"hdu", required_argument, 0, 'u'},   {"bn-eps", required_argument, 0, 'e'},
         {"trace", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+        {"precision", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -99,6 +104,7 @@ int cmd_detect(int argc, char **argv)
         case 'u': hdu = optarg; break;
         case 'e': bn_eps = atof(optarg); break;
         case 't': trace_dir = optarg; break;
+        case 'P': prec_s = optarg; break;
         case 'h': detect_usage(stdout); return MC_EXIT_OK;
         default: detect_usage(stderr); return MC_EXIT_USAGE;
         }
@@ -111,6 +117,11 @@ int cmd_detect(int argc, char **argv)
     char err[MC_ERR_LEN];
     mc_clump_post post;
     pp_recipe recipe;
+    nn_precision prec = NN_PREC_FP32;
+    if (nn_precision_parse(prec_s, &prec, err) || nn_precision_check(prec, err)) {
+        fprintf(stderr, "morphcat detect: %s\n", err);
+        return MC_EXIT_FAIL;
+    }
     if (mc_clump_post_parse(post_spec, &post, err) || pp_recipe_parse(recipe_spec, &recipe, err)) {
         fprintf(stderr, "morphcat: %s\n", err);
         return MC_EXIT_USAGE;
@@ -132,6 +143,7 @@ int cmd_detect(int argc, char **argv)
     nn_det_config cfg;
     nn_det_config_default(&cfg);
     cfg.bn_eps = (float)bn_eps;
+    cfg.precision = prec;
     if (post.max_clumps > cfg.detections_per_img) cfg.detections_per_img = post.max_clumps;
     nn_detector *d = NULL;
     if (nn_detector_load(model_path, &cfg, &d, err)) {

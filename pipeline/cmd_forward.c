@@ -10,7 +10,8 @@
 
 static void forward_usage(FILE *f)
 {
-    fprintf(f, "usage: morphcat forward --model PATH --input X.npy --output Y.npy [--head] [--batch N]\n\n"
+    fprintf(f, "usage: morphcat forward --model PATH --input X.npy --output Y.npy [--head] [--batch N]\n"
+               "                        [--precision fp32|bf16]\n\n"
                "Runs a Zoobot encoder on X.npy, an (N, C, H, W) float32 array in PyTorch layout (values as the\n"
                "model was trained on: Zoobot takes [0, 1]), and writes Y.npy:\n"
                "  without --head: the pooled embeddings, (N, embedding size) float32;\n"
@@ -18,7 +19,9 @@ static void forward_usage(FILE *f)
                "                  checkpoints, class probabilities for classifier checkpoints.\n\n"
                "  --model PATH   Hub folder (config.json + model.safetensors or pytorch_model.bin),\n"
                "                 a weight file, or a Lightning checkpoint (.ckpt)\n"
-               "  --batch N      images per forward pass (default 8)\n\n"
+               "  --batch N      images per forward pass (default 8)\n"
+               "  --precision P  fp32 (default: PyTorch's numbers) or bf16 (AMX tiles, fp32 accumulation;\n"
+               "                 refused where AMX cannot be used)\n\n"
                "Exit status: 0 all images done; 1 nothing done (bad model, input or output); 3 done, but some\n"
                "images held NaN or Inf: each is reported on stderr and its output row is NaN.\n");
 }
@@ -27,9 +30,12 @@ int cmd_forward(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *out_path = NULL;
     int want_head = 0, batch = 8;
+    const char *prec_s = "fp32";
+    nn_precision prec = NN_PREC_FP32;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"input", required_argument, 0, 'i'},
                                          {"output", required_argument, 0, 'o'}, {"head", no_argument, 0, 'H'},
                                          {"batch", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
+                                         {"precision", required_argument, 0, 'P'},
                                          {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -40,6 +46,7 @@ int cmd_forward(int argc, char **argv)
         case 'o': out_path = optarg; break;
         case 'H': want_head = 1; break;
         case 'b': batch = atoi(optarg); break;
+        case 'P': prec_s = optarg; break;
         case 'h': forward_usage(stdout); return MC_EXIT_OK;
         default: forward_usage(stderr); return MC_EXIT_USAGE;
         }
@@ -51,6 +58,10 @@ int cmd_forward(int argc, char **argv)
     }
     nn_init();
     char err[MC_ERR_LEN];
+    if (nn_precision_parse(prec_s, &prec, err) || nn_precision_check(prec, err)) {
+        fprintf(stderr, "morphcat forward: %s\n", err);
+        return MC_EXIT_FAIL;
+    }
     nn_model *m = NULL;
     if (nn_model_load(model_path, &m, err)) {
         fprintf(stderr, "morphcat: %s\n", err);
@@ -87,7 +98,7 @@ int cmd_forward(int argc, char **argv)
         goto done;
     }
     if (batch > N) batch = (int)N;
-    if (nn_plan_init(m, batch, H, W, &plan, err)) {
+    if (nn_plan_init(m, batch, H, W, prec, &plan, err)) {
         fprintf(stderr, "morphcat: %s: %s\n", in_path, err);
         goto done;
     }

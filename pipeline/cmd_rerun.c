@@ -76,7 +76,7 @@ static int check_compatible(const mc_job *job, const char *previous, char *err)
     struct {
         const char *key;
         char value[1024];
-    } ids[7];
+    } ids[8];
     int n = 0;
     if (!rc) {
         snprintf(ids[n].value, sizeof ids[n].value, "%s", sha);
@@ -90,11 +90,14 @@ static int check_compatible(const mc_job *job, const char *previous, char *err)
         if (job->pca[0]) rc = nn_file_sha256(job->pca, ids[n].value, err);
         else snprintf(ids[n].value, sizeof ids[n].value, "none");
         ids[n++].key = "pca_sha256";
+        snprintf(ids[n].value, sizeof ids[n].value, "%s", nn_precision_name(job->precision));
+        ids[n++].key = "precision";
         /* the clump detector: the same weights and post-processing, or none on both sides (a catalogue made
          * without a detector has no such attributes) */
         if (!rc && job->detector[0]) {
             nn_det_config dc;
             nn_det_config_default(&dc);
+            dc.precision = job->precision;
             mc_clump_post post;
             nn_detector *det = NULL;
             rc = mc_clump_post_parse(job->clumps, &post, err);

@@ -347,7 +347,7 @@ static int run_job(const mc_job *job)
         rc = mc_fail(err, "--pca needs the embedding (not --embedding none)");
         if (fail_all(r->comm, rc, err)) goto out;
     }
-    rc = nn_plan_init(r->model, job->batch, job->size, job->size, &r->plan, err);
+    rc = nn_plan_init(r->model, job->batch, job->size, job->size, job->precision, &r->plan, err);
     if (fail_all(r->comm, rc, err)) goto out;
     char det_sha[65] = "none", post_desc[256] = "none";
     if (job->detector[0]) {
@@ -356,6 +356,7 @@ static int run_job(const mc_job *job)
             nn_det_config dc;
             nn_det_config_default(&dc);
             dc.bn_eps = (float)job->det_bn_eps;
+            dc.precision = job->precision;
             if (r->post.max_clumps > dc.detections_per_img) dc.detections_per_img = r->post.max_clumps;
             r->det_cap = dc.detections_per_img;
             rc = nn_detector_load(job->detector, &dc, &r->det, err);
@@ -400,6 +401,7 @@ static int run_job(const mc_job *job)
                      {"unit_rows", batchbuf},
                      {"embedding_dtype", emb},
                      {"pca_sha256", job->pca[0] ? pca_sha : "none"},
+                     {"precision", nn_precision_name(job->precision)},
                      {"release", job->release},
                      /* the clump detector's entries exist only when the job has one (last, so they can be left
                       * out and older catalogues still reopen) */

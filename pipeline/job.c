@@ -37,6 +37,8 @@ static void run_usage(FILE *f)
             "  --clumps SPEC       the detections' post-processing: clumpscout (default: class-agnostic NMS 0.2,\n"
             "                      score >= 0.3, none at the centre, 20 per galaxy), none, or key=value,...\n"
             "  --detector-bn-eps E frozen batch-norm epsilon of the detector (default 1e-5)\n"
+            "  --precision P       fp32 (default: PyTorch's numbers) or bf16 (AMX tiles, fp32 accumulation;\n"
+            "                      refused where AMX cannot be used); fixed per catalogue\n"
             "  --commit-seconds T  make results durable at least this often (default 30)\n"
             "  --progress-seconds T  progress lines this often (default 30)\n"
             "  --config FILE.ini   read options from an INI file (keys = option names, [job] section)\n\n"
@@ -62,6 +64,7 @@ static int set_option(mc_job *job, const char *key, const char *v, char *err)
     else if (!strcmp(key, "detector")) STR(detector);
     else if (!strcmp(key, "clumps")) STR(clumps);
     else if (!strcmp(key, "detector-bn-eps")) job->det_bn_eps = atof(v);
+    else if (!strcmp(key, "precision")) return nn_precision_parse(v, &job->precision, err) ? -1 : 0;
     else if (!strcmp(key, "size")) job->size = atoi(v);
     else if (!strcmp(key, "batch")) job->batch = atoi(v);
     else if (!strcmp(key, "commit-seconds")) job->commit_seconds = atof(v);
@@ -124,7 +127,7 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
         {"commit-seconds", required_argument, 0, 0},   {"progress-seconds", required_argument, 0, 0},
         {"config", required_argument, 0, 0},           {"release", required_argument, 0, 0},
         {"detector", required_argument, 0, 0},         {"clumps", required_argument, 0, 0},
-        {"detector-bn-eps", required_argument, 0, 0},
+        {"detector-bn-eps", required_argument, 0, 0},  {"precision", required_argument, 0, 0},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     /* first pass: the INI file, so command-line options override it */
@@ -161,9 +164,10 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
     snprintf(job->config_text, sizeof job->config_text,
              "manifest = %s\nmodel = %s\noutput = %s\nschema = %s\nrecipe = %s\nhdu = %s\nsize = %d\nbatch = %d\n"
              "embedding = %s\npca = %s\npca-mean = %s\nmodel-note = %s\nrelease = %s\ncommit-seconds = %g\n"
-             "detector = %s\nclumps = %s\ndetector-bn-eps = %g\n",
+             "detector = %s\nclumps = %s\ndetector-bn-eps = %g\nprecision = %s\n",
              job->manifest, job->model, job->output, job->schema, job->recipe, job->hdu, job->size, job->batch,
              job->embed == 2 ? "f16" : job->embed ? "f32" : "none", job->pca, job->pca_mean, job->model_note,
-             job->release, job->commit_seconds, job->detector, job->clumps, job->det_bn_eps);
+             job->release, job->commit_seconds, job->detector, job->clumps, job->det_bn_eps,
+             nn_precision_name(job->precision));
     return 0;
 }

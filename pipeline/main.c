@@ -1,6 +1,7 @@
 /* pipeline/main.c: the `morphcat` command line: dispatches to one subcommand per file (pipeline/cmd_*.c).
  * Holds no logic of its own beyond choosing the command and printing the overview. */
 #include "mc.h"
+#include "nn/nn.h"
 #include "pipeline/cli.h"
 
 typedef struct {
@@ -40,6 +41,7 @@ int cli_wants_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    nn_cpu_request(); /* AMX tile permission: before MPI_Init, threads or signal stacks exist */
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -26,6 +26,7 @@ typedef struct mc_job {
     char detector[4096];            /* clump detector weights; "" = no clumps */
     char clumps[256];               /* clump post-processing spec (pipeline/clumps.h) */
     double det_bn_eps;              /* the detector's frozen batch-norm epsilon */
+    nn_precision precision;         /* of the encoder and the detector (part of the catalogue's identity) */
     char config_text[8192];         /* the effective configuration, recorded in the catalogue */
     int batch;                      /* galaxies per work unit = per forward pass */
     int size;                       /* model input side, pixels */

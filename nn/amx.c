@@ -1,0 +1,284 @@
+/* nn/amx.c: bf16 GEMM on AMX tiles (TDPBF16PS, fp32 accumulation) with nn_gemm_fused's epilogue, the weight
+ * packing it reads, and the CPU/OS checks that decide whether it may run. Compiled for any x86-64 target:
+ * the AMX and AVX-512 code carries its own target attribute and runs only after nn_amx_usable said yes.
+ * Design (../shared/notes/amx.md): 2x2 accumulator tiles (a 32x32 fp32 block per K step of 32), A rounded to
+ * bf16 one row tile at a time into scratch and loaded with the row stride, weights pre-packed in VNNI2. */
+#include "nn/amx.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "mc.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define MC_HAVE_X86 1
+#endif
+
+/* Linux arch_prctl codes (asm/prctl.h) and the XTILEDATA state component number (xstate.rst). */
+#define AMX_ARCH_GET_XCOMP_PERM 0x1022
+#define AMX_ARCH_REQ_XCOMP_PERM 0x1023
+#define AMX_XFEATURE_XTILEDATA 18
+
+static int amx_state = -1; /* -1 not asked, 0 no, 1 yes */
+static const char *amx_why = "AMX was not requested (nn_amx_request)";
+
+void nn_amx_request(void)
+{
+    if (amx_state >= 0) return;
+    amx_state = 0;
+    const char *env = getenv("MORPHCAT_AMX");
+    if (env && !strcmp(env, "0")) {
+        amx_why = "AMX is disabled by MORPHCAT_AMX=0";
+        return;
+    }
+#if MC_HAVE_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22))) {
+        amx_why = "this CPU has no AMX-BF16 tiles (Intel Sapphire Rapids or later has them)";
+        return;
+    }
+    unsigned a1, b1, c1, d1;
+    if (!__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) || !(a1 & (1u << 5)) || !(b & (1u << 16))) {
+        amx_why = "this CPU has AMX but not AVX512_BF16, which morphcat's bf16 path also needs";
+        return;
+    }
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) {
+        amx_why = "the operating system does not enable XSAVE (OSXSAVE), so AMX state cannot be used";
+        return;
+    }
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) {
+        amx_why = "the operating system does not enable the AMX tile state (XCR0 bits 17, 18)";
+        return;
+    }
+    if (syscall(SYS_arch_prctl, AMX_ARCH_REQ_XCOMP_PERM, AMX_XFEATURE_XTILEDATA) != 0) {
+        amx_why = "the Linux kernel refused AMX tile permission (arch_prctl ARCH_REQ_XCOMP_PERM; kernel 5.16+)";
+        return;
+    }
+    unsigned long bitmask = 0;
+    if (syscall(SYS_arch_prctl, AMX_ARCH_GET_XCOMP_PERM, &bitmask) != 0 ||
+        !(bitmask & (1ul << AMX_XFEATURE_XTILEDATA))) {
+        amx_why = "the Linux kernel did not grant AMX tile permission";
+        return;
+    }
+    amx_state = 1;
+    amx_why = NULL;
+#else
+    amx_why = "AMX exists only on x86-64";
+#endif
+}
+
+int nn_amx_usable(const char **why)
+{
+    if (amx_state < 0) nn_amx_request();
+    if (why) *why = amx_why;
+    return amx_state == 1;
+}
+
+/* ---- packing ------------------------------------------------------------------------------------------ */
+
+/* fp32 to bf16, round to nearest even (what VCVTNE2PS2BF16 does; NaN kept quiet). */
+static inline uint16_t bf16_rne(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static int round32(int x)
+{
+    return (x + 31) / 32 * 32;
+}
+
+/* Panel p (columns 32p..32p+31), K block q: two tiles (columns +0..15, +16..31), each 16 rows of 32 bf16:
+ * row r, element 2j+t = W[col j][k = 32q + 2r + t] (VNNI2: pairs of consecutive k per column). */
+void nn_wpack_init(nn_wpack *p, const float *W, int N, int K, int ldw)
+{
+    MC_ASSERT(N > 0 && K > 0 && ldw >= K);
+    p->n = N;
+    p->k = K;
+    p->kp = round32(K);
+    p->np = round32(N);
+    const int kb = p->kp / 32;
+    size_t total = (size_t)p->np * p->kp;
+    p->d = mc_malloc_aligned(total * sizeof(uint16_t));
+    memset(p->d, 0, total * sizeof(uint16_t));
+    for (int n = 0; n < N; n++) {
+        int panel = n / 32, half = (n % 32) / 16, j = n % 16;
+        for (int k = 0; k < K; k++) {
+            int q = k / 32, r = (k % 32) / 2, t = k % 2;
+            size_t at = (((size_t)panel * kb + q) * 2 + half) * 512 + (size_t)r * 32 + 2 * j + t;
+            p->d[at] = bf16_rne(W[(size_t)n * ldw + k]);
+        }
+    }
+}
+
+void nn_wpack_free(nn_wpack *p)
+{
+    free(p->d);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- the product -------------------------------------------------------------------------------------- */
+
+/* Rows per tile of A: the bf16 copy stays near 512 KB (L2), at least one 32-row block. */
+static int amx_tile_rows(int M, int kp)
+{
+    long t = (512L * 1024 / 2) / kp / 32 * 32;
+    if (t < 32) t = 32;
+    long mp = round32(M);
+    return (int)(t > mp ? mp : t);
+}
+
+size_t nn_gemm_bf16_scratch(int M, int K)
+{
+    int kp = round32(K), t = amx_tile_rows(M, kp);
+    return (size_t)t * kp / 2 + 32 * 32 + 16; /* bf16 tile of A, one 32x32 fp32 C block, slack for alignment */
+}
+
+#if MC_HAVE_X86
+
+#define AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+typedef struct __attribute__((packed)) amx_cfg {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+
+/* Rows [r0, r0+rows) of A to bf16, kp columns (zero past K), rp rows (zero past rows). */
+AMX_TARGET static void amx_round_rows(const float *A, int lda, int K, int kp, int rows, int rp, uint16_t *out)
+{
+    for (int i = 0; i < rows; i++) {
+        const float *a = A + (size_t)i * lda;
+        uint16_t *o = out + (size_t)i * kp;
+        for (int k = 0; k < kp; k += 32) {
+            int left = K - k;
+            __mmask16 m0 = left >= 16 ? 0xffff : (left > 0 ? (__mmask16)((1u << left) - 1) : 0);
+            int l1 = left - 16;
+            __mmask16 m1 = l1 >= 16 ? 0xffff : (l1 > 0 ? (__mmask16)((1u << l1) - 1) : 0);
+            __m512 lo = _mm512_maskz_loadu_ps(m0, a + k);
+            __m512 hi = _mm512_maskz_loadu_ps(m1, a + k + 16);
+            __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
+            _mm512_store_si512((void *)(o + k), (__m512i)v);
+        }
+    }
+    if (rp > rows) memset(out + (size_t)rows * kp, 0, sizeof(uint16_t) * (size_t)(rp - rows) * kp);
+}
+
+/* One 32x32 fp32 block: A rows at a (row stride lda_b bytes), the panel's K blocks at b; stored to cs
+ * (32 x 32, 128-byte rows). Tiles: 0-3 accumulators, 4-5 A, 6-7 B. */
+AMX_TARGET static void amx_block(const uint16_t *a, long lda_b, const uint16_t *b, int kb, float *cs)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const char *a0 = (const char *)a, *a1 = (const char *)a + 16 * lda_b;
+    for (int q = 0; q < kb; q++) {
+        _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
+        _tile_loadd(6, b + (size_t)q * 1024, 64);
+        _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
+        _tile_loadd(7, b + (size_t)q * 1024 + 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, cs, 128);
+    _tile_stored(1, cs + 16, 128);
+    _tile_stored(2, cs + 16 * 32, 128);
+    _tile_stored(3, cs + 16 * 32 + 16, 128);
+}
+
+/* The 32x32 block in cs to C rows row0.., columns n0.. (mr x nc of them): + bias, + C (accumulate) or
+ * + residual, then the activation, in fp32 (ReLU in registers, the others by nn_act_apply on the row). */
+AMX_TARGET static void amx_epilogue(const float *cs, int mr, int nc, const float *bias, const float *res, int ldr,
+                                    int accumulate, nn_act act, float *C, int ldc, size_t row0, int n0)
+{
+    const __mmask16 m0 = nc >= 16 ? 0xffff : (__mmask16)((1u << nc) - 1);
+    const __mmask16 m1 = nc >= 32 ? 0xffff : (nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0);
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : zero;
+    const __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : zero;
+    for (int i = 0; i < mr; i++) {
+        float *c = C + (row0 + i) * ldc + n0;
+        __m512 s0 = _mm512_add_ps(_mm512_load_ps(cs + i * 32), b0);
+        __m512 s1 = _mm512_add_ps(_mm512_load_ps(cs + i * 32 + 16), b1);
+        const float *add = accumulate ? c : res ? res + (row0 + i) * ldr + n0 : NULL;
+        if (add) {
+            s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m0, add));
+            s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(m1, add + 16));
+        }
+        if (act == NN_ACT_RELU) {
+            s0 = _mm512_max_ps(s0, zero);
+            s1 = _mm512_max_ps(s1, zero);
+        }
+        _mm512_mask_storeu_ps(c, m0, s0);
+        _mm512_mask_storeu_ps(c + 16, m1, s1);
+        if (act != NN_ACT_NONE && act != NN_ACT_RELU) nn_act_apply(c, (size_t)nc, act);
+    }
+}
+
+AMX_TARGET static void amx_gemm(int M, const float *A, int lda, const nn_wpack *W, const float *bias,
+                                const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc,
+                                float *scratch)
+{
+    const int N = W->n, K = W->k, kp = W->kp, kb = kp / 32;
+    const int T = amx_tile_rows(M, kp);
+    uint16_t *ab = (uint16_t *)scratch;
+    float *cs = (float *)(((uintptr_t)(scratch + (size_t)T * kp / 2) + 63) & ~(uintptr_t)63);
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    for (int r0 = 0; r0 < M; r0 += T) {
+        const int rows = M - r0 < T ? M - r0 : T, rp = round32(rows);
+        amx_round_rows(A + (size_t)r0 * lda, lda, K, kp, rows, rp, ab);
+        __asm__ volatile("" ::: "memory"); /* tile loads read ab: gcc does not know */
+        for (int n0 = 0; n0 < N; n0 += 32) {
+            const uint16_t *bp = W->d + (size_t)(n0 / 32) * kb * 1024;
+            const int nc = N - n0 < 32 ? N - n0 : 32;
+            for (int m0 = 0; m0 < rp; m0 += 32) {
+                amx_block(ab + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);
+                __asm__ volatile("" ::: "memory"); /* cs was written by a tile store */
+                const int mr = rows - m0 < 32 ? rows - m0 : 32;
+                amx_epilogue(cs, mr, nc, bias ? bias + n0 : NULL, res, ldr, accumulate, act, C, ldc,
+                             (size_t)r0 + m0, n0);
+            }
+        }
+    }
+    _tile_release();
+}
+
+void nn_gemm_bf16(int M, const float *A, int lda, const nn_wpack *W, const float *bias, const float *res, int ldr,
+                  int accumulate, nn_act act, float *C, int ldc, float *scratch)
+{
+    if (M <= 0) return;
+    MC_ASSERT(amx_state == 1);
+    amx_gemm(M, A, lda, W, bias, res, ldr, accumulate, act, C, ldc, scratch);
+}
+
+#else
+
+void nn_gemm_bf16(int M, const float *A, int lda, const nn_wpack *W, const float *bias, const float *res, int ldr,
+                  int accumulate, nn_act act, float *C, int ldc, float *scratch)
+{
+    (void)M, (void)A, (void)lda, (void)W, (void)bias, (void)res, (void)ldr, (void)accumulate, (void)act, (void)C,
+        (void)ldc, (void)scratch;
+    MC_ASSERT(!"AMX on a non-x86 build");
+}
+
+#endif

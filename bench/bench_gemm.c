@@ -31,12 +31,13 @@ int main(int argc, char **argv)
         float *C = mc_malloc_aligned(sizeof(float) * (size_t)M * N), *b = mc_calloc((size_t)N, sizeof(float));
         for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
         for (size_t i = 0; i < (size_t)N * K; i++) W[i] = (float)(i % 5) * 0.01f;
-        nn_wpack p;
-        nn_wpack_init(&p, W, N, K, K);
+        nn_wpack p, q;
+        nn_wpack_init(&p, W, N, K, K, 0);
+        nn_wpack_init(&q, W, N, K, K, 1);
         float *sc = mc_malloc_aligned(sizeof(float) * nn_gemm_bf16_scratch(M, K));
         const double fl = 2.0 * M * N * K;
         const int reps = (int)(4e9 / fl) + 1;
-        double ts = 0, ta = 0;
+        double ts = 0, ta = 0, tq = 0;
         for (int round = 0; round < 5; round++) {
             double t0 = now();
             for (int r = 0; r < reps; r++) nn_gemm_fused(M, N, K, A, K, W, K, b, NULL, 0, 0, NN_ACT_RELU, C, N);
@@ -44,12 +45,17 @@ int main(int argc, char **argv)
             if (amx)
                 for (int r = 0; r < reps; r++) nn_gemm_bf16(M, A, K, &p, b, NULL, 0, 0, NN_ACT_RELU, C, N, sc);
             double t2 = now();
+            if (amx)
+                for (int r = 0; r < reps; r++) nn_gemm_bf16(M, A, K, &q, b, NULL, 0, 0, NN_ACT_RELU, C, N, sc);
+            double t3 = now();
             ts += t1 - t0;
             ta += t2 - t1;
+            tq += t3 - t2;
         }
-        printf("M=%6d N=%5d K=%5d   sgemm %7.1f GFLOP/s   amx bf16 %7.1f GFLOP/s\n", M, N, K, fl * reps * 5 / ts / 1e9,
-               amx ? fl * reps * 5 / ta / 1e9 : 0.0);
+        printf("M=%6d N=%5d K=%5d   sgemm %7.1f GFLOP/s   amx bf16 %7.1f   split weights %7.1f\n", M, N, K,
+               fl * reps * 5 / ts / 1e9, amx ? fl * reps * 5 / ta / 1e9 : 0.0, amx ? fl * reps * 5 / tq / 1e9 : 0.0);
         nn_wpack_free(&p);
+        nn_wpack_free(&q);
         free(sc), free(A), free(W), free(C), free(b);
     }
     return 0;

@@ -99,23 +99,32 @@ static int round32(int x)
 
 /* Panel p (columns 32p..32p+31), K block q: two tiles (columns +0..15, +16..31), each 16 rows of 32 bf16:
  * row r, element 2j+t = W[col j][k = 32q + 2r + t] (VNNI2: pairs of consecutive k per column). */
-void nn_wpack_init(nn_wpack *p, const float *W, int N, int K, int ldw)
+void nn_wpack_init(nn_wpack *p, const float *W, int N, int K, int ldw, int split)
 {
     MC_ASSERT(N > 0 && K > 0 && ldw >= K);
     p->n = N;
     p->k = K;
     p->kp = round32(K);
     p->np = round32(N);
-    const int kb = p->kp / 32;
-    size_t total = (size_t)p->np * p->kp;
+    p->split = split != 0;
+    const int kb = p->kp / 32, parts = split ? 2 : 1;
+    size_t total = (size_t)p->np * p->kp * parts;
     p->d = mc_malloc_aligned(total * sizeof(uint16_t));
     memset(p->d, 0, total * sizeof(uint16_t));
     for (int n = 0; n < N; n++) {
         int panel = n / 32, half = (n % 32) / 16, j = n % 16;
         for (int k = 0; k < K; k++) {
             int q = k / 32, r = (k % 32) / 2, t = k % 2;
-            size_t at = (((size_t)panel * kb + q) * 2 + half) * 512 + (size_t)r * 32 + 2 * j + t;
-            p->d[at] = bf16_rne(W[(size_t)n * ldw + k]);
+            size_t at = (((size_t)panel * kb + q) * 2 * parts + half) * 512 + (size_t)r * 32 + 2 * j + t;
+            float w = W[(size_t)n * ldw + k];
+            uint16_t hi = bf16_rne(w);
+            p->d[at] = hi;
+            if (split) {
+                uint32_t u = (uint32_t)hi << 16;
+                float fh;
+                memcpy(&fh, &u, sizeof fh);
+                p->d[at + 1024] = bf16_rne(w - fh); /* exact: w - fh has at most 16 significant bits left */
+            }
         }
     }
 }
@@ -199,6 +208,37 @@ AMX_TARGET static void amx_block(const uint16_t *a, long lda_b, const uint16_t *
     _tile_stored(3, cs + 16 * 32 + 16, 128);
 }
 
+/* The same with split weights: per K step the hi tiles, then the lo tiles, into the same accumulators. */
+AMX_TARGET static void amx_block_split(const uint16_t *a, long lda_b, const uint16_t *b, int kb, float *cs)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const char *a0 = (const char *)a, *a1 = (const char *)a + 16 * lda_b;
+    for (int q = 0; q < kb; q++) {
+        const uint16_t *bq = b + (size_t)q * 2048;
+        _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
+        _tile_loadd(6, bq, 64);
+        _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
+        _tile_loadd(7, bq + 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        _tile_loadd(6, bq + 1024, 64);
+        _tile_loadd(7, bq + 1536, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, cs, 128);
+    _tile_stored(1, cs + 16, 128);
+    _tile_stored(2, cs + 16 * 32, 128);
+    _tile_stored(3, cs + 16 * 32 + 16, 128);
+}
+
 /* The 32x32 block in cs to C rows row0.., columns n0.. (mr x nc of them): + bias, + C (accumulate) or
  * + residual, then the activation, in fp32 (ReLU in registers, the others by nn_act_apply on the row). */
 AMX_TARGET static void amx_epilogue(const float *cs, int mr, int nc, const float *bias, const float *res, int ldr,
@@ -249,10 +289,13 @@ AMX_TARGET static void amx_gemm(int M, const float *A, int lda, const nn_wpack *
         amx_round_rows(A + (size_t)r0 * lda, lda, K, kp, rows, rp, ab);
         __asm__ volatile("" ::: "memory"); /* tile loads read ab: gcc does not know */
         for (int n0 = 0; n0 < N; n0 += 32) {
-            const uint16_t *bp = W->d + (size_t)(n0 / 32) * kb * 1024;
+            const uint16_t *bp = W->d + (size_t)(n0 / 32) * kb * 1024 * (W->split ? 2 : 1);
             const int nc = N - n0 < 32 ? N - n0 : 32;
             for (int m0 = 0; m0 < rp; m0 += 32) {
-                amx_block(ab + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);
+                if (W->split)
+                    amx_block_split(ab + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);
+                else
+                    amx_block(ab + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);
                 __asm__ volatile("" ::: "memory"); /* cs was written by a tile store */
                 const int mr = rows - m0 < 32 ? rows - m0 : 32;
                 amx_epilogue(cs, mr, nc, bias ? bias + n0 : NULL, res, ldr, accumulate, act, C, ldc,

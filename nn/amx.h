@@ -16,9 +16,12 @@ typedef struct nn_wpack {
     uint16_t *d;
     int n, k;   /* logical */
     int kp, np; /* padded to 32 */
+    int split;  /* W = hi + lo, both bf16 (16 significant bits: weight rounding error ~2^-17), twice the tiles */
 } nn_wpack;
 
-void nn_wpack_init(nn_wpack *p, const float *W, int N, int K, int ldw);
+/* split: keep the weights to 16 bits as two bf16 packs (hi, then the rounding residue lo); the product then
+ * rounds only the activations, for twice the tile work. Chosen per layer by the precision policy. */
+void nn_wpack_init(nn_wpack *p, const float *W, int N, int K, int ldw, int split);
 void nn_wpack_free(nn_wpack *p);
 
 /* Whether this process may run AMX bf16 (CPU, OS state and the per-process permission). nn_amx_request

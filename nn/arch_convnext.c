@@ -87,8 +87,8 @@ static int cnx_block_load(nn_loader *L, cnx_block *blk, const char *pre, int c)
     blk->b1 = mc_malloc_aligned(sizeof(float) * (size_t)hid);
     blk->w2 = mc_malloc_aligned(sizeof(float) * (size_t)hid * c);
     blk->b2 = mc_malloc_aligned(sizeof(float) * (size_t)c);
-    blk->pk1 = nn_wpack_new();
-    blk->pk2 = nn_wpack_new();
+    blk->pk1 = nn_wpack_new(1);
+    blk->pk2 = nn_wpack_new(1);
     for (int o = 0; o < hid; o++) {
         double acc = b1[o];
         for (int i = 0; i < c; i++) {

@@ -235,8 +235,8 @@ static int det_build(nn_detector *d, nn_loader *L, const char *prefix)
     d->fc6_b = nn_copy_floats(b6, (size_t)R);
     d->fc7_w = nn_copy_floats(w7, (size_t)R * R);
     d->fc7_b = nn_copy_floats(b7, (size_t)R);
-    d->fc6_pk = nn_wpack_new();
-    d->fc7_pk = nn_wpack_new();
+    d->fc6_pk = nn_wpack_new(1);
+    d->fc7_pk = nn_wpack_new(1);
     stack_linear(&d->pred_w, &d->pred_b, cw, cb, C, pw, pb, 4 * C, R);
     return 0;
 }

@@ -97,7 +97,7 @@ void nn_conv_keep_fp32(nn_conv *cv);
  * the products, packs W during a bf16 plan's measure pass and returns the AMX scratch for up to maxM rows
  * (NULL for fp32; release it with nn_ctx_release after the products); nn_matmul then runs one product,
  * on AMX when scratch is not NULL, else through nn_gemm_fused. */
-nn_wpack *nn_wpack_new(void);
+nn_wpack *nn_wpack_new(int split);
 void nn_wpack_delete(nn_wpack *pk);
 float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, const float *W, int ldw);
 void nn_matmul(const nn_wpack *pk, float *scratch, int M, int N, int K, const float *A, int lda, const float *W,

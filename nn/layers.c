@@ -47,7 +47,7 @@ int nn_conv_load(nn_loader *L, nn_conv *cv, const char *wname, const char *bname
     size_t kk = (size_t)k * k;
     cv->w = mc_malloc_aligned(sizeof(float) * (size_t)cout * kk * (depthwise ? 1 : (size_t)cin));
     cv->b = mc_malloc_aligned(sizeof(float) * (size_t)cout);
-    cv->pk = depthwise ? NULL : nn_wpack_new();
+    cv->pk = depthwise ? NULL : nn_wpack_new(1);
     for (int o = 0; o < cout; o++) {
         /* fold in double: scale = gamma / sqrt(var + eps), bias = (b - mean) * scale + beta */
         double scale = 1.0, shift = b ? b[o] : 0.0;
@@ -82,9 +82,11 @@ void nn_conv_keep_fp32(nn_conv *cv)
     cv->pk = NULL;
 }
 
-nn_wpack *nn_wpack_new(void)
+nn_wpack *nn_wpack_new(int split)
 {
-    return mc_calloc(1, sizeof(nn_wpack));
+    nn_wpack *p = mc_calloc(1, sizeof(nn_wpack));
+    p->split = split;
+    return p;
 }
 
 void nn_wpack_delete(nn_wpack *pk)
@@ -99,7 +101,7 @@ void nn_wpack_delete(nn_wpack *pk)
 float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, const float *W, int ldw)
 {
     if (!ctx->bf16 || !pk) return NULL;
-    if (ctx->measure && !pk->d) nn_wpack_init(pk, W, N, K, ldw);
+    if (ctx->measure && !pk->d) nn_wpack_init(pk, W, N, K, ldw, pk->split);
     MC_ASSERT(ctx->measure || (pk->d && pk->n == N && pk->k == K));
     return nn_ctx_alloc(ctx, nn_gemm_bf16_scratch(maxM, K));
 }

@@ -34,7 +34,7 @@ int main(int argc, char **argv)
         nn_wpack p, q;
         nn_wpack_init(&p, W, N, K, K, 0);
         nn_wpack_init(&q, W, N, K, K, 1);
-        float *sc = mc_malloc_aligned(sizeof(float) * nn_gemm_bf16_scratch(M, K));
+        float *sc = mc_malloc_aligned(sizeof(float) * nn_gemm_bf16_scratch(M, K, NN_SPLIT_W_AND_A));
         const double fl = 2.0 * M * N * K;
         const int reps = (int)(4e9 / fl) + 1;
         double ts = 0, ta = 0, tq = 0;

@@ -106,7 +106,7 @@ void nn_wpack_init(nn_wpack *p, const float *W, int N, int K, int ldw, int split
     p->k = K;
     p->kp = round32(K);
     p->np = round32(N);
-    p->split = split != 0;
+    p->split = split;
     const int kb = p->kp / 32, parts = split ? 2 : 1;
     size_t total = (size_t)p->np * p->kp * parts;
     p->d = mc_malloc_aligned(total * sizeof(uint16_t));
@@ -146,10 +146,10 @@ static int amx_tile_rows(int M, int kp)
     return (int)(t > mp ? mp : t);
 }
 
-size_t nn_gemm_bf16_scratch(int M, int K)
+size_t nn_gemm_bf16_scratch(int M, int K, int split)
 {
-    int kp = round32(K), t = amx_tile_rows(M, kp);
-    return (size_t)t * kp / 2 + 32 * 32 + 16; /* bf16 tile of A, one 32x32 fp32 C block, slack for alignment */
+    int kp = round32(K), t = amx_tile_rows(M, kp), parts = split == NN_SPLIT_W_AND_A ? 2 : 1;
+    return (size_t)t * kp / 2 * parts + 32 * 32 + 16; /* bf16 tile(s) of A, one 32x32 fp32 C block, alignment */
 }
 
 #if MC_HAVE_X86
@@ -163,8 +163,17 @@ typedef struct __attribute__((packed)) amx_cfg {
     uint8_t rows[16];
 } amx_cfg;
 
-/* Rows [r0, r0+rows) of A to bf16, kp columns (zero past K), rp rows (zero past rows). */
-AMX_TARGET static void amx_round_rows(const float *A, int lda, int K, int kp, int rows, int rp, uint16_t *out)
+/* 32 bf16 (as one 512-bit vector) back to fp32: the low and the high 16. */
+AMX_TARGET static inline void bf16x32_to_ps(__m512i v, __m512 *lo, __m512 *hi)
+{
+    *lo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(v)), 16));
+    *hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(v, 1)), 16));
+}
+
+/* Rows [r0, r0+rows) of A to bf16, kp columns (zero past K), rp rows (zero past rows); with res != NULL also
+ * the rounding residue a - bf16(a), itself rounded to bf16. */
+AMX_TARGET static void amx_round_rows(const float *A, int lda, int K, int kp, int rows, int rp, uint16_t *out,
+                                      uint16_t *res)
 {
     for (int i = 0; i < rows; i++) {
         const float *a = A + (size_t)i * lda;
@@ -178,9 +187,16 @@ AMX_TARGET static void amx_round_rows(const float *A, int lda, int K, int kp, in
             __m512 hi = _mm512_maskz_loadu_ps(m1, a + k + 16);
             __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
             _mm512_store_si512((void *)(o + k), (__m512i)v);
+            if (res) {
+                __m512 l0, l1;
+                bf16x32_to_ps((__m512i)v, &l0, &l1);
+                __m512bh r = _mm512_cvtne2ps_pbh(_mm512_sub_ps(hi, l1), _mm512_sub_ps(lo, l0));
+                _mm512_store_si512((void *)(res + (size_t)i * kp + k), (__m512i)r);
+            }
         }
     }
     if (rp > rows) memset(out + (size_t)rows * kp, 0, sizeof(uint16_t) * (size_t)(rp - rows) * kp);
+    if (res && rp > rows) memset(res + (size_t)rows * kp, 0, sizeof(uint16_t) * (size_t)(rp - rows) * kp);
 }
 
 /* One 32x32 fp32 block: A rows at a (row stride lda_b bytes), the panel's K blocks at b; stored to cs
@@ -197,6 +213,47 @@ AMX_TARGET static void amx_block(const uint16_t *a, long lda_b, const uint16_t *
         _tile_loadd(6, b + (size_t)q * 1024, 64);
         _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
         _tile_loadd(7, b + (size_t)q * 1024 + 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, cs, 128);
+    _tile_stored(1, cs + 16, 128);
+    _tile_stored(2, cs + 16 * 32, 128);
+    _tile_stored(3, cs + 16 * 32 + 16, 128);
+}
+
+/* Split weights and activations: per K step hi(A) hi(W), hi(A) lo(W), lo(A) hi(W) into the same accumulators. */
+AMX_TARGET static void amx_block_x3(const uint16_t *a, const uint16_t *al, long lda_b, const uint16_t *b, int kb,
+                                    float *cs)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const char *a0 = (const char *)a, *a1 = (const char *)a + 16 * lda_b;
+    const char *l0 = (const char *)al, *l1 = (const char *)al + 16 * lda_b;
+    for (int q = 0; q < kb; q++) {
+        const uint16_t *bq = b + (size_t)q * 2048;
+        _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
+        _tile_loadd(6, bq, 64);
+        _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
+        _tile_loadd(7, bq + 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        _tile_loadd(4, l0 + (size_t)q * 64, lda_b);
+        _tile_loadd(5, l1 + (size_t)q * 64, lda_b);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
+        _tile_loadd(6, bq + 1024, 64);
+        _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
+        _tile_loadd(7, bq + 1536, 64);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
@@ -274,8 +331,9 @@ AMX_TARGET static void amx_gemm(int M, const float *A, int lda, const nn_wpack *
 {
     const int N = W->n, K = W->k, kp = W->kp, kb = kp / 32;
     const int T = amx_tile_rows(M, kp);
-    uint16_t *ab = (uint16_t *)scratch;
-    float *cs = (float *)(((uintptr_t)(scratch + (size_t)T * kp / 2) + 63) & ~(uintptr_t)63);
+    const int x3 = W->split == NN_SPLIT_W_AND_A;
+    uint16_t *ab = (uint16_t *)scratch, *al = x3 ? ab + (size_t)T * kp : NULL;
+    float *cs = (float *)(((uintptr_t)(scratch + (size_t)T * kp / 2 * (x3 ? 2 : 1)) + 63) & ~(uintptr_t)63);
     amx_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -286,13 +344,15 @@ AMX_TARGET static void amx_gemm(int M, const float *A, int lda, const nn_wpack *
     _tile_loadconfig(&cfg);
     for (int r0 = 0; r0 < M; r0 += T) {
         const int rows = M - r0 < T ? M - r0 : T, rp = round32(rows);
-        amx_round_rows(A + (size_t)r0 * lda, lda, K, kp, rows, rp, ab);
+        amx_round_rows(A + (size_t)r0 * lda, lda, K, kp, rows, rp, ab, al);
         __asm__ volatile("" ::: "memory"); /* tile loads read ab: gcc does not know */
         for (int n0 = 0; n0 < N; n0 += 32) {
             const uint16_t *bp = W->d + (size_t)(n0 / 32) * kb * 1024 * (W->split ? 2 : 1);
             const int nc = N - n0 < 32 ? N - n0 : 32;
             for (int m0 = 0; m0 < rp; m0 += 32) {
-                if (W->split)
+                if (x3)
+                    amx_block_x3(ab + (size_t)m0 * kp, al + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);
+                else if (W->split)
                     amx_block_split(ab + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);
                 else
                     amx_block(ab + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);

@@ -16,11 +16,15 @@ typedef struct nn_wpack {
     uint16_t *d;
     int n, k;   /* logical */
     int kp, np; /* padded to 32 */
-    int split;  /* W = hi + lo, both bf16 (16 significant bits: weight rounding error ~2^-17), twice the tiles */
+    int split;  /* NN_SPLIT_*: how many bf16 terms stand for W and for A */
 } nn_wpack;
 
-/* split: keep the weights to 16 bits as two bf16 packs (hi, then the rounding residue lo); the product then
- * rounds only the activations, for twice the tile work. Chosen per layer by the precision policy. */
+/* The terms of a product (chosen per layer by the precision policy, docs/engine.md):
+ * NONE    A and W rounded to bf16, one product;
+ * W       W kept to 16 bits as hi + lo bf16 packs, A rounded: two products (weight rounding, which is the same
+ *         for every pixel and so does not average out, is gone);
+ * W_AND_A W and A both as hi + lo: three products (hi*hi + hi*lo + lo*hi), about fp32's accuracy. */
+enum { NN_SPLIT_NONE = 0, NN_SPLIT_W = 1, NN_SPLIT_W_AND_A = 2 };
 void nn_wpack_init(nn_wpack *p, const float *W, int N, int K, int ldw, int split);
 void nn_wpack_free(nn_wpack *p);
 
@@ -31,8 +35,9 @@ void nn_wpack_free(nn_wpack *p);
 void nn_amx_request(void);
 int nn_amx_usable(const char **why);
 
-/* Scratch, in floats, that nn_gemm_bf16 needs for an M x K product (a bf16 copy of one row tile of A). */
-size_t nn_gemm_bf16_scratch(int M, int K);
+/* Scratch, in floats, that nn_gemm_bf16 needs for an M x K product with this split (bf16 copies of one row
+ * tile of A). */
+size_t nn_gemm_bf16_scratch(int M, int K, int split);
 
 /* C[M,N] = act(A W^T + bias + res), or with accumulate C = act(C + A W^T + bias), A fp32 [M][lda]. Same
  * contract as nn_gemm_fused; scratch holds nn_gemm_bf16_scratch(M, K) floats, 64-byte aligned. */

@@ -103,7 +103,7 @@ float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, cons
     if (!ctx->bf16 || !pk) return NULL;
     if (ctx->measure && !pk->d) nn_wpack_init(pk, W, N, K, ldw, pk->split);
     MC_ASSERT(ctx->measure || (pk->d && pk->n == N && pk->k == K));
-    return nn_ctx_alloc(ctx, nn_gemm_bf16_scratch(maxM, K));
+    return nn_ctx_alloc(ctx, nn_gemm_bf16_scratch(maxM, K, pk->split));
 }
 
 void nn_matmul(const nn_wpack *pk, float *scratch, int M, int N, int K, const float *A, int lda, const float *W,

@@ -44,9 +44,11 @@ static double run_case(int M, int N, int K, int accumulate, int use_res, nn_act 
         for (int j = 0; j < N; j++) {
             double s = bias[j] + (accumulate ? C[(size_t)i * ldc + j] : use_res ? res[(size_t)i * ldc + j] : 0.0);
             for (int k = 0; k < K; k++) {
-                float w = W[(size_t)j * K + k], hi = bf16_round(w);
-                double wk = split ? (double)hi + (double)bf16_round(w - hi) : (double)hi;
-                s += (double)bf16_round(A[(size_t)i * lda + k]) * wk;
+                float w = W[(size_t)j * K + k], hi = bf16_round(w), lo = bf16_round(w - hi);
+                float a = A[(size_t)i * lda + k], ah = bf16_round(a), al = bf16_round(a - ah);
+                if (split == NN_SPLIT_NONE) s += (double)ah * hi;
+                else if (split == NN_SPLIT_W) s += (double)ah * ((double)hi + lo);
+                else s += (double)ah * hi + (double)ah * lo + (double)al * hi;
             }
             if (act == NN_ACT_RELU) s = s > 0 ? s : 0;
             if (act == NN_ACT_SIGMOID) s = 1.0 / (1.0 + exp(-s));
@@ -54,7 +56,7 @@ static double run_case(int M, int N, int K, int accumulate, int use_res, nn_act 
         }
     nn_wpack p;
     nn_wpack_init(&p, W, N, K, K, split);
-    float *scratch = mc_malloc_aligned(sizeof(float) * nn_gemm_bf16_scratch(M, K));
+    float *scratch = mc_malloc_aligned(sizeof(float) * nn_gemm_bf16_scratch(M, K, split));
     nn_gemm_bf16(M, A, lda, &p, bias, use_res ? res : NULL, ldc, accumulate, act, C, ldc, scratch);
     double worst = 0, big = 0;
     for (int i = 0; i < M; i++)
@@ -85,13 +87,12 @@ int main(void)
                                     {1025, 96, 147}, {64, 1000, 2048}, {3000, 256, 64}, {17, 2048, 4608}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-        for (int split = 0; split < 2; split++) {
+        for (int split = NN_SPLIT_NONE; split <= NN_SPLIT_W_AND_A; split++) {
             double e1 = run_case(M, N, K, 0, 0, NN_ACT_NONE, split);
             double e2 = run_case(M, N, K, 0, 1, NN_ACT_RELU, split);
             double e3 = run_case(M, N, K, 1, 0, NN_ACT_NONE, split);
             double e4 = run_case(M, N, K, 0, 0, NN_ACT_SIGMOID, split);
-            printf("M=%d N=%d K=%d%s: plain %.2g, residual+relu %.2g, accumulate %.2g, sigmoid %.2g\n", M, N, K,
-                   split ? " split" : "", e1, e2, e3, e4);
+            printf("M=%d N=%d K=%d split %d: plain %.2g, residual+relu %.2g, accumulate %.2g, sigmoid %.2g\n", M, N, K, split, e1, e2, e3, e4);
             CHECK(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5 && e4 <= 1e-5, "M=%d N=%d K=%d split %d errors above 1e-5",
                   M, N, K, split);
         }

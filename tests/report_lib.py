@@ -4,13 +4,20 @@ model (tests/pipeline_lib.py), so it has real morphology columns and real failur
 with h5py in the catalogue's layout (docs/catalogue.md: clumps/count, status, label, score, box, ra, dec and the
 group's attributes), seeded: running the Faster R-CNN stand-in (tests/test_detect_catalog.py) costs minutes on 2
 cores for what these tests check, which is how the commands read whatever clumps a catalogue holds. Not a test."""
+import atexit
 import os
+import shutil
+import tempfile
 
 import h5py
 import numpy as np
 
 import mctest
 import pipeline_lib
+
+# every temporary folder of the test process (survey, catalogue, outputs, Chromium's profile) under one, removed at exit
+tempfile.tempdir = tempfile.mkdtemp(prefix="mctest-report-")
+atexit.register(shutil.rmtree, tempfile.tempdir, True)
 
 
 def add_clumps(path, K=12, seed=5):

@@ -10,18 +10,22 @@
 
 static void mosaic_usage(FILE *f)
 {
-    fprintf(f, "usage: morphcat mosaic --catalogue CAT.h5 (--ids A,B,... | --from OUT.csv | --answer COLUMN --top N)\n"
-               "                       --output M.png [--boxes] [--size S]\n\n"
-               "A grid of the galaxies' cutouts (8 a row, in the order given), each decoded from its file and\n"
-               "rendered by the catalogue's own recipe (its preprocessing attribute) at S x S pixels (default 128),\n"
-               "labelled with its id_str and, for --answer, its value.\n"
-               "  --ids A,B,...     these galaxies (id_str), in this order\n"
-               "  --from OUT.csv    the galaxies of a CSV's id_str column (or its first column), in file order\n"
-               "  --answer COLUMN --top N   the N ok galaxies with the largest COLUMN (a column of the catalogue's\n"
-               "                    columns/ group, e.g. bar-dr5_strong_fraction, or an answer: its _fraction)\n"
-               "  --boxes           draw the catalogue's clumps (yellow clump, magenta odd clump) with scores\n"
-               "A galaxy whose file cannot be rendered gets a grey tile and a line on stderr (exit 3).\n"
-               "Exit 1 (one line) when the catalogue, an id or the output is unusable.\n");
+    fprintf(
+        f,
+        "usage: morphcat mosaic --catalogue CAT.h5 (--ids A,B,... | --from OUT.csv | --answer COLUMN --top "
+        "N)\n"
+        "                       --output M.png [--boxes] [--size S]\n\n"
+        "A grid of the galaxies' cutouts (8 a row, in the order given), each decoded from its file and\n"
+        "rendered by the catalogue's own recipe (its preprocessing attribute) at S x S pixels (default "
+        "128),\n"
+        "labelled with its id_str and, for --answer, its value.\n"
+        "  --ids A,B,...     these galaxies (id_str), in this order\n"
+        "  --from OUT.csv    the galaxies of a CSV's id_str column (or its first column), in file order\n"
+        "  --answer COLUMN --top N   the N ok galaxies with the largest COLUMN (a column of the catalogue's\n"
+        "                    columns/ group, e.g. bar-dr5_strong_fraction, or an answer: its _fraction)\n"
+        "  --boxes           draw the catalogue's clumps (yellow clump, magenta odd clump) with scores\n"
+        "A galaxy whose file cannot be rendered gets a grey tile and a line on stderr (exit 3).\n"
+        "Exit 1 (one line) when the catalogue, an id or the output is unusable.\n");
 }
 
 typedef struct ids_list {
@@ -89,33 +93,61 @@ static int read_from_csv(const char *path, ids_list *ids, char *err)
 
 int cmd_mosaic(int argc, char **argv)
 {
-    static const struct option opts[] = {{"catalogue", required_argument, 0, 'c'}, {"ids", required_argument, 0, 'i'},
-                                         {"from", required_argument, 0, 'f'},      {"answer", required_argument, 0, 'a'},
-                                         {"top", required_argument, 0, 't'},       {"output", required_argument, 0, 'o'},
-                                         {"boxes", no_argument, 0, 'b'},           {"size", required_argument, 0, 's'},
-                                         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    static const struct option opts[] = {{"catalogue", required_argument, 0, 'c'},
+                                         {"ids", required_argument, 0, 'i'},
+                                         {"from", required_argument, 0, 'f'},
+                                         {"answer", required_argument, 0, 'a'},
+                                         {"top", required_argument, 0, 't'},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"boxes", no_argument, 0, 'b'},
+                                         {"size", required_argument, 0, 's'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *cat = NULL, *ids_arg = NULL, *from = NULL, *answer = NULL, *output = NULL;
     int top = 0, c;
     rpt_mosaic_opts mo = {.size = 128};
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': cat = optarg; break;
-        case 'i': ids_arg = optarg; break;
-        case 'f': from = optarg; break;
-        case 'a': answer = optarg; break;
-        case 't': top = atoi(optarg); break;
-        case 'o': output = optarg; break;
-        case 'b': mo.boxes = 1; break;
-        case 's': mo.size = atoi(optarg); break;
-        case 'h': mosaic_usage(stdout); return MC_EXIT_OK;
-        default: mosaic_usage(stderr); return MC_EXIT_USAGE;
+        case 'c':
+            cat = optarg;
+            break;
+        case 'i':
+            ids_arg = optarg;
+            break;
+        case 'f':
+            from = optarg;
+            break;
+        case 'a':
+            answer = optarg;
+            break;
+        case 't':
+            top = atoi(optarg);
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'b':
+            mo.boxes = 1;
+            break;
+        case 's':
+            mo.size = atoi(optarg);
+            break;
+        case 'h':
+            mosaic_usage(stdout);
+            return MC_EXIT_OK;
+        default:
+            mosaic_usage(stderr);
+            return MC_EXIT_USAGE;
         }
     }
     int sources = !!ids_arg + !!from + !!answer;
-    if (!cat || !output || optind != argc || sources != 1 || (answer && (top < 1 || top > 10000)) || (!answer && top)) {
-        fprintf(stderr, "morphcat: mosaic: give --catalogue, --output and one of --ids, --from, --answer with --top N "
-                        "(1..10000)\n");
+    if (!cat || !output || optind != argc || sources != 1 || (answer && (top < 1 || top > 10000)) ||
+        (!answer && top)) {
+        fprintf(
+            stderr,
+            "morphcat: mosaic: give --catalogue, --output and one of --ids, --from, --answer with --top N "
+            "(1..10000)\n");
         mosaic_usage(stderr);
         return MC_EXIT_USAGE;
     }
@@ -168,7 +200,8 @@ int cmd_mosaic(int argc, char **argv)
         }
     }
     int bad = 0;
-    if (!rc && rpt_mosaic_write(rc_cat, rows, (const char *const *)labels, n, &mo, output, &bad, err)) rc = MC_EXIT_FAIL;
+    if (!rc && rpt_mosaic_write(rc_cat, rows, (const char *const *)labels, n, &mo, output, &bad, err))
+        rc = MC_EXIT_FAIL;
     if (rc) {
         fprintf(stderr, "morphcat: mosaic: %s\n", err);
     } else {

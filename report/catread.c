@@ -64,18 +64,20 @@ int rpt_cat_open(const char *path, rpt_cat **out, char *err)
     H5Pset_cache(fapl, 0, 521, (size_t)32 << 20, 1.0);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    if (f < 0) return mc_fail(err, "%s: cannot be opened as an HDF5 file (missing, not HDF5, or damaged)", path);
+    if (f < 0)
+        return mc_fail(err, "%s: cannot be opened as an HDF5 file (missing, not HDF5, or damaged)", path);
     rpt_cat *c = mc_calloc(1, sizeof *c);
     c->file = f;
     c->path = mc_strdup(path);
     char buf[4096];
     if (io_h5_attr_str(f, "layout", buf, sizeof buf) || strcmp(buf, IO_CAT_LAYOUT)) {
-        mc_fail(err, "%s: not a morphcat catalogue (layout attribute '%s', expected '%s')", path, buf, IO_CAT_LAYOUT);
+        mc_fail(err, "%s: not a morphcat catalogue (layout attribute '%s', expected '%s')", path, buf,
+                IO_CAT_LAYOUT);
         rpt_cat_close(c);
         return -1;
     }
-    static const char *const need[] = {"galaxies/status", "galaxies/id_str", "galaxies/ra", "galaxies/dec",
-                                       "galaxies/message", "galaxies/file"};
+    static const char *const need[] = {"galaxies/status", "galaxies/id_str",  "galaxies/ra",
+                                       "galaxies/dec",    "galaxies/message", "galaxies/file"};
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
         if (!rpt_cat_has(c, need[i])) {
             mc_fail(err, "%s: not a complete morphcat catalogue: no %s dataset", path, need[i]);
@@ -108,8 +110,8 @@ int rpt_cat_open(const char *path, rpt_cat **out, char *err)
                 H5Dclose(d);
             }
             if (!ok) {
-                mc_fail(err, "%s: %s is absent or not (%lld, %d) as morphology.answer_columns says", path, cols[i],
-                        (long long)c->n_rows, c->n_answers);
+                mc_fail(err, "%s: %s is absent or not (%lld, %d) as morphology.answer_columns says", path,
+                        cols[i], (long long)c->n_rows, c->n_answers);
                 rpt_cat_close(c);
                 return -1;
             }
@@ -129,7 +131,8 @@ int rpt_cat_open(const char *path, rpt_cat **out, char *err)
         c->has_clumps = c->clump_k > 0;
     }
     if (io_h5_attr_str(f, "preprocessing", buf, sizeof buf))
-        snprintf(c->recipe_err, sizeof c->recipe_err, "%s: has no preprocessing attribute (the recipe)", path);
+        snprintf(c->recipe_err, sizeof c->recipe_err, "%s: has no preprocessing attribute (the recipe)",
+                 path);
     else if (pp_recipe_parse(buf, &c->recipe, c->recipe_err))
         ;
     else
@@ -198,7 +201,8 @@ size_t rpt_cat_str_width(rpt_cat *c, const char *dataset)
     return w;
 }
 
-int rpt_cat_read(rpt_cat *c, const char *dataset, hid_t mem_type, int64_t row0, int64_t n, void *buf, char *err)
+int rpt_cat_read(rpt_cat *c, const char *dataset, hid_t mem_type, int64_t row0, int64_t n, void *buf,
+                 char *err)
 {
     MC_ASSERT(row0 >= 0 && n >= 0 && row0 + n <= c->n_rows);
     if (n == 0) return 0;
@@ -211,8 +215,8 @@ int rpt_cat_read(rpt_cat *c, const char *dataset, hid_t mem_type, int64_t row0, 
     H5Sget_simple_extent_dims(fs, dims, NULL);
     int rc = 0;
     if ((int64_t)dims[0] != c->n_rows) {
-        rc = mc_fail(err, "%s: %s has %llu rows, the catalogue %lld", c->path, dataset, (unsigned long long)dims[0],
-                     (long long)c->n_rows);
+        rc = mc_fail(err, "%s: %s has %llu rows, the catalogue %lld", c->path, dataset,
+                     (unsigned long long)dims[0], (long long)c->n_rows);
     } else {
         for (int i = 0; i < nd; i++) count[i] = dims[i];
         start[0] = (hsize_t)row0;
@@ -229,7 +233,8 @@ int rpt_cat_read(rpt_cat *c, const char *dataset, hid_t mem_type, int64_t row0, 
     return rc;
 }
 
-int rpt_cat_read_strs(rpt_cat *c, const char *dataset, size_t width, int64_t row0, int64_t n, char *buf, char *err)
+int rpt_cat_read_strs(rpt_cat *c, const char *dataset, size_t width, int64_t row0, int64_t n, char *buf,
+                      char *err)
 {
     hid_t mt = H5Tcopy(H5T_C_S1);
     H5Tset_size(mt, width);
@@ -279,8 +284,10 @@ int rpt_cat_find_ids(rpt_cat *c, const char *const *ids, int n, int64_t *rows, c
             int lo = 0, hi = n;
             while (lo < hi) {
                 int mid = (lo + hi) / 2;
-                if (strcmp(w[mid].id, id) < 0) lo = mid + 1;
-                else hi = mid;
+                if (strcmp(w[mid].id, id) < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
             }
             for (int k = lo; k < n && !strcmp(w[k].id, id); k++)
                 if (rows[w[k].index] < 0) rows[w[k].index] = r0 + i;

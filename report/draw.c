@@ -15,7 +15,8 @@ void rpt_font(cairo_t *cr, double px, int bold)
 void rpt_class_colour(int k, double rgb[3])
 {
     /* clump: yellow, odd clump: magenta (bright on the dark sky of a cutout), then cyan, orange, green */
-    static const double pal[5][3] = {{1, 0.9, 0.1}, {1, 0.2, 0.9}, {0.2, 0.9, 1}, {1, 0.55, 0.1}, {0.3, 1, 0.3}};
+    static const double pal[5][3] = {
+        {1, 0.9, 0.1}, {1, 0.2, 0.9}, {0.2, 0.9, 1}, {1, 0.55, 0.1}, {0.3, 1, 0.3}};
     int i = k >= 1 ? (k - 1) % 5 : 4;
     memcpy(rgb, pal[i], sizeof pal[i]);
 }
@@ -35,6 +36,7 @@ int rpt_png_write(cairo_surface_t *s, const char *path, char *err)
     cairo_status_t st = cairo_surface_write_to_png(s, path);
     if (st != CAIRO_STATUS_SUCCESS)
         return mc_fail(err, "%s: cannot write the PNG: %s", path,
-                       st == CAIRO_STATUS_WRITE_ERROR ? strerror(errno ? errno : EIO) : cairo_status_to_string(st));
+                       st == CAIRO_STATUS_WRITE_ERROR ? strerror(errno ? errno : EIO)
+                                                      : cairo_status_to_string(st));
     return 0;
 }

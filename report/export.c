@@ -1,6 +1,6 @@
-/* report/export.c: `morphcat export`: the catalogue as a FITS binary table (CFITSIO) or CSV, one row per galaxy
- * with Zoobot's column names, and the clump table (one row per clump) as a second FITS extension or a second
- * CSV. Streamed in chunks of rows: memory is a few chunks whatever the catalogue's size. FITS rows are
+/* report/export.c: `morphcat export`: the catalogue as a FITS binary table (CFITSIO) or CSV, one row per
+ * galaxy with Zoobot's column names, and the clump table (one row per clump) as a second FITS extension or a
+ * second CSV. Streamed in chunks of rows: memory is a few chunks whatever the catalogue's size. FITS rows are
  * assembled as the binary table's big-endian records and handed to CFITSIO a chunk at a time
  * (fits_write_tblbytes), which is what keeps 10 million rows of 500 columns at disk speed; CFITSIO writes
  * every header. Not here: parquet (no Debian library), the embedding (a column per dimension is not a table
@@ -65,7 +65,8 @@ static int chunk_read(chunk *k, rpt_cat *c, int64_t r0, int64_t m, int friendly,
         return -1;
     for (int v = 0; v < NVIEWS && c->n_answers; v++)
         if (rpt_cat_read(c, views[v].dataset, H5T_NATIVE_FLOAT, r0, m, k->m[v], err)) return -1;
-    if (friendly && c->n_answers) /* zoobot load_predictions: np.where(proportion_asked >= 0.5, fraction, nan) */
+    if (friendly &&
+        c->n_answers) /* zoobot load_predictions: np.where(proportion_asked >= 0.5, fraction, nan) */
         for (int64_t i = 0; i < m * c->n_answers; i++)
             if (!(k->m[3][i] >= 0.5f)) k->m[0][i] = NAN;
     return 0;
@@ -178,9 +179,9 @@ static void fits_provenance(fitsfile *f, rpt_cat *c, int friendly, int *status)
 {
     static const struct {
         const char *key, *attr;
-    } keys[] = {{"MC_MODEL", "model_arch"},  {"MC_MSHA", "model_sha256"}, {"MC_RECIP", "preprocessing"},
-                {"MC_RELEA", "release"},     {"MC_SCHEM", "schema"},      {"MC_CVERS", "morphcat_version"},
-                {"MC_PREC", "precision"},    {"MC_DSHA", "detector_sha256"}};
+    } keys[] = {{"MC_MODEL", "model_arch"}, {"MC_MSHA", "model_sha256"},   {"MC_RECIP", "preprocessing"},
+                {"MC_RELEA", "release"},    {"MC_SCHEM", "schema"},        {"MC_CVERS", "morphcat_version"},
+                {"MC_PREC", "precision"},   {"MC_DSHA", "detector_sha256"}};
     char buf[4096], origin[64];
     snprintf(origin, sizeof origin, "morphcat %s export", MC_VERSION);
     fits_write_key_longwarn(f, status);
@@ -226,13 +227,16 @@ static int export_fits(rpt_cat *c, const char *tmp, int friendly, rpt_export_sta
         }
     int rc = 0;
     if (fc.n > 999) {
-        rc = mc_fail(err, "%s: %d columns (%d answers x 5 + 6): more than FITS's 999; export csv instead", c->path,
-                     fc.n, c->n_answers);
+        rc = mc_fail(err, "%s: %d columns (%d answers x 5 + 6): more than FITS's 999; export csv instead",
+                     c->path, fc.n, c->n_answers);
         goto out;
     }
-    fits_create_tbl(f, BINARY_TBL, (LONGLONG)c->n_rows, fc.n, fc.ttype, fc.tform, fc.tunit, "GALAXIES", &status);
-    fits_write_key_str(f, "TTYPE4", "status", "0 pending 1 ok 2 missing_file 3 corrupt_file 4 bad_shape "
-                       "5 bad_pixels 6 bad_manifest_row", &status);
+    fits_create_tbl(f, BINARY_TBL, (LONGLONG)c->n_rows, fc.n, fc.ttype, fc.tform, fc.tunit, "GALAXIES",
+                    &status);
+    fits_write_key_str(f, "TTYPE4", "status",
+                       "0 pending 1 ok 2 missing_file 3 corrupt_file 4 bad_shape "
+                       "5 bad_pixels 6 bad_manifest_row",
+                       &status);
     if (status) {
         rc = fits_fail(err, tmp, "cannot create the GALAXIES table", status);
         goto out;
@@ -291,9 +295,13 @@ static int export_fits(rpt_cat *c, const char *tmp, int friendly, rpt_export_sta
     fcols_add(&cc, "ra", "1D", "deg");
     fcols_add(&cc, "dec", "1D", "deg");
     if (!rc) {
-        fits_create_tbl(f, BINARY_TBL, (LONGLONG)total, cc.n, cc.ttype, cc.tform, cc.tunit, "CLUMPS", &status);
-        fits_write_comment(f, "one row per clump: row is the galaxy's 0-based row in GALAXIES; boxes in pixels of "
-                              "the cutout as stored, 0 at the first pixel's edge", &status);
+        fits_create_tbl(f, BINARY_TBL, (LONGLONG)total, cc.n, cc.ttype, cc.tform, cc.tunit, "CLUMPS",
+                        &status);
+        fits_write_comment(
+            f,
+            "one row per clump: row is the galaxy's 0-based row in GALAXIES; boxes in pixels of "
+            "the cutout as stored, 0 at the first pixel's edge",
+            &status);
         if (status) rc = fits_fail(err, tmp, "cannot create the CLUMPS table", status);
     }
     size_t clen = (q.w_id - 1) + 8 + 2 + (size_t)w_cls + 1 + 4 * 5 + 16;
@@ -319,7 +327,8 @@ static int export_fits(rpt_cat *c, const char *tmp, int friendly, rpt_export_sta
                 be64(p, &q.ra[j]), p += 8;
                 be64(p, &q.dec[j]), p += 8;
             }
-        if (nrec) fits_write_tblbytes(f, (LONGLONG)out_row + 1, 1, (LONGLONG)(clen * (size_t)nrec), crec, &status);
+        if (nrec)
+            fits_write_tblbytes(f, (LONGLONG)out_row + 1, 1, (LONGLONG)(clen * (size_t)nrec), crec, &status);
         out_row += nrec;
         if (status) rc = fits_fail(err, tmp, "cannot write the CLUMPS rows", status);
     }
@@ -351,15 +360,19 @@ static void csv_str(FILE *fp, const char *s)
 static void csv_f32(FILE *fp, float v)
 {
     fputc(',', fp);
-    if (isfinite(v)) fprintf(fp, "%.9g", (double)v); /* 9 significant digits: the float32 comes back exactly */
-    else if (!isnan(v)) fputs(v > 0 ? "inf" : "-inf", fp);
+    if (isfinite(v))
+        fprintf(fp, "%.9g", (double)v); /* 9 significant digits: the float32 comes back exactly */
+    else if (!isnan(v))
+        fputs(v > 0 ? "inf" : "-inf", fp);
 }
 
 static void csv_f64(FILE *fp, double v)
 {
     fputc(',', fp);
-    if (isfinite(v)) fprintf(fp, "%.17g", v);
-    else if (!isnan(v)) fputs(v > 0 ? "inf" : "-inf", fp);
+    if (isfinite(v))
+        fprintf(fp, "%.17g", v);
+    else if (!isnan(v))
+        fputs(v > 0 ? "inf" : "-inf", fp);
 }
 
 static FILE *csv_open(const char *path, char *err)
@@ -451,8 +464,8 @@ static void clumps_name(const char *output, char *buf, size_t len)
         snprintf(buf, len, "%s_clumps", output);
 }
 
-int rpt_export(const char *catalogue, rpt_export_format fmt, const char *output, int friendly, rpt_export_stats *st,
-               char *err)
+int rpt_export(const char *catalogue, rpt_export_format fmt, const char *output, int friendly,
+               rpt_export_stats *st, char *err)
 {
     memset(st, 0, sizeof *st);
     rpt_cat *c;
@@ -470,7 +483,8 @@ int rpt_export(const char *catalogue, rpt_export_format fmt, const char *output,
             rc = mc_fail(err, "%s: cannot be renamed into place: %s", st->clumps_path, strerror(errno));
         if (rc && c->has_clumps) remove(ctmp);
     }
-    if (!rc && rename(tmp, output)) rc = mc_fail(err, "%s: cannot be renamed into place: %s", output, strerror(errno));
+    if (!rc && rename(tmp, output))
+        rc = mc_fail(err, "%s: cannot be renamed into place: %s", output, strerror(errno));
     if (rc) remove(tmp);
     rpt_cat_close(c);
     return rc;

@@ -28,7 +28,8 @@ void rpt_heap_offer(rpt_heap *h, float v, int64_t row)
     if (h->n < h->cap) {
         int i = h->n++;
         h->e[i] = e;
-        while (i > 0 && h_less(&h->e[i], &h->e[(i - 1) / 2])) h_swap(&h->e[i], &h->e[(i - 1) / 2]), i = (i - 1) / 2;
+        while (i > 0 && h_less(&h->e[i], &h->e[(i - 1) / 2]))
+            h_swap(&h->e[i], &h->e[(i - 1) / 2]), i = (i - 1) / 2;
     } else if (h->cap > 0 && h_less(&h->e[0], &e)) {
         h->e[0] = e;
         for (int i = 0;;) {
@@ -60,8 +61,10 @@ int rpt_select_top(rpt_cat *c, const char *column, int n, int64_t *rows, float *
     snprintf(ds, sizeof ds, "columns/%s", column);
     if (!rpt_cat_has(c, ds)) snprintf(ds, sizeof ds, "columns/%s_fraction", column);
     if (!rpt_cat_has(c, ds))
-        return mc_fail(err, "%s: no column '%s' (give a column of the catalogue's columns/ group, e.g. "
-                       "'%s_fraction', or an answer name)", c->path, column, c->n_answers ? c->answers[0] : "answer");
+        return mc_fail(err,
+                       "%s: no column '%s' (give a column of the catalogue's columns/ group, e.g. "
+                       "'%s_fraction', or an answer name)",
+                       c->path, column, c->n_answers ? c->answers[0] : "answer");
     rpt_heap h = {.e = mc_malloc(sizeof(rpt_hent) * (size_t)(n > 0 ? n : 1)), .cap = n};
     float *v = mc_malloc(sizeof(float) * RPT_CHUNK_ROWS);
     uint8_t *s = mc_malloc(RPT_CHUNK_ROWS);
@@ -96,8 +99,8 @@ static void text_clipped(cairo_t *cr, double x, double y, double w, double h, co
 
 /* One galaxy's cutout through the catalogue's recipe into the tile at (tx, ty); its clump boxes when asked.
  * Returns MC_ROW_OK or a failure status with the reason in err. */
-static int draw_tile(rpt_cat *c, int64_t row, const rpt_mosaic_opts *o, cairo_surface_t *surf, cairo_t *cr, int tx,
-                     int ty, io_cutout *cut, pp_work *work, float *px, char *err)
+static int draw_tile(rpt_cat *c, int64_t row, const rpt_mosaic_opts *o, cairo_surface_t *surf, cairo_t *cr,
+                     int tx, int ty, io_cutout *cut, pp_work *work, float *px, char *err)
 {
     size_t wf = rpt_cat_str_width(c, "galaxies/file");
     char *file = mc_malloc(wf);
@@ -184,8 +187,8 @@ static int draw_tile(rpt_cat *c, int64_t row, const rpt_mosaic_opts *o, cairo_su
     return MC_ROW_OK;
 }
 
-int rpt_mosaic_write(rpt_cat *c, const int64_t *rows, const char *const *labels, int n, const rpt_mosaic_opts *o,
-                     const char *png, int *n_bad, char *err)
+int rpt_mosaic_write(rpt_cat *c, const int64_t *rows, const char *const *labels, int n,
+                     const rpt_mosaic_opts *o, const char *png, int *n_bad, char *err)
 {
     *n_bad = 0;
     if (!c->recipe_ok) return mc_fail(err, "%s", c->recipe_err);

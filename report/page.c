@@ -42,11 +42,20 @@ static void html_esc(FILE *f, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '&': fputs("&amp;", f); break;
-        case '"': fputs("&quot;", f); break;
-        default: fputc(*s, f);
+        case '<':
+            fputs("&lt;", f);
+            break;
+        case '>':
+            fputs("&gt;", f);
+            break;
+        case '&':
+            fputs("&amp;", f);
+            break;
+        case '"':
+            fputs("&quot;", f);
+            break;
+        default:
+            fputc(*s, f);
         }
     }
 }
@@ -71,7 +80,9 @@ static int pick_mains(const rpt_cat *c, int *out)
     int n = 0, A = c->n_answers;
     if (!A) return 0;
     size_t q0 = question_len(c->answers[0]);
-    for (int a = 0; a < A && n < 56 && question_len(c->answers[a]) == q0 && !strncmp(c->answers[a], c->answers[0], q0); a++)
+    for (int a = 0;
+         a < A && n < 56 && question_len(c->answers[a]) == q0 && !strncmp(c->answers[a], c->answers[0], q0);
+         a++)
         out[n++] = a;
     static const char *const pref[] = {"disk-edge-on", "has-spiral-arms", "bar", "merging"};
     for (int p = 0; p < 4; p++)
@@ -134,7 +145,8 @@ static int gather_pass(rpt_cat *c, const rpt_report_opts *o, gather *g, char *er
                     g->hist[a][b]++;
                     g->hist_n[a]++;
                 }
-                /* confident = largest fraction among galaxies whose question most volunteers would be asked */
+                /* confident = largest fraction among galaxies whose question most volunteers would be asked
+                 */
                 for (int k = 0; k < g->n_mains; k++) {
                     int a = g->mains[k].a;
                     if (isfinite(f[a]) && q[a] >= 0.5f) rpt_heap_offer(&g->mains[k].heap, f[a], r0 + i);
@@ -357,12 +369,15 @@ static int write_page(rpt_cat *c, const char *catalogue, const char *dir, const 
     const char *base = strrchr(catalogue, '/') ? strrchr(catalogue, '/') + 1 : catalogue;
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>morphcat report: ", f);
     html_esc(f, base);
-    fputs("</title>\n<style>\nbody{font-family:'DejaVu Sans',sans-serif;margin:1.5em auto;max-width:1100px;color:#222}\n"
-          "h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}\n"
+    fputs("</title>\n<style>\nbody{font-family:'DejaVu Sans',sans-serif;margin:1.5em "
+          "auto;max-width:1100px;color:#222}\n"
+          "h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid "
+          "#ccc;padding-bottom:.2em;margin-top:1.6em}\n"
           "table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em;"
           "text-align:left;vertical-align:top}\nth{background:#f3f3f3}td.n{text-align:right}\n"
           ".figs img{margin:.3em;border:1px solid #ddd}.note{color:#555;font-size:.9em}\n"
-          "td.msg{font-family:monospace;font-size:.85em;word-break:break-all}\n</style></head><body>\n", f);
+          "td.msg{font-family:monospace;font-size:.85em;word-break:break-all}\n</style></head><body>\n",
+          f);
     fputs("<h1>morphcat release report: ", f);
     html_esc(f, base);
     fputs("</h1>\n", f);
@@ -396,22 +411,28 @@ static int write_page(rpt_cat *c, const char *catalogue, const char *dir, const 
     attr_row(f, c, "rerun of", "rerun_of", NULL);
     fputs("</table>\n", f);
 
-    fputs("<h2 id=\"status\">Galaxies by status</h2>\n<table>\n<tr><th>status</th><th>galaxies</th><th>share</th></tr>\n",
+    fputs("<h2 id=\"status\">Galaxies by "
+          "status</h2>\n<table>\n<tr><th>status</th><th>galaxies</th><th>share</th></tr>\n",
           f);
     for (int k = 0; k < MC_ROW_NSTATUS; k++) {
         if (!g->counts[k] && k != MC_ROW_OK) continue;
-        fprintf(f, "<tr><td>%s</td><td class=\"n\">%lld</td><td class=\"n\">%.2f%%</td></tr>\n", mc_row_status_name(k),
-                (long long)g->counts[k], c->n_rows ? 100.0 * g->counts[k] / c->n_rows : 0.0);
+        fprintf(f, "<tr><td>%s</td><td class=\"n\">%lld</td><td class=\"n\">%.2f%%</td></tr>\n",
+                mc_row_status_name(k), (long long)g->counts[k],
+                c->n_rows ? 100.0 * g->counts[k] / c->n_rows : 0.0);
     }
     fputs("</table>\n", f);
     if (g->counts[MC_ROW_PENDING])
-        fprintf(f, "<p class=\"note\">%lld rows are still pending: the job has not finished (rerun it to "
-                   "resume).</p>\n", (long long)g->counts[MC_ROW_PENDING]);
+        fprintf(f,
+                "<p class=\"note\">%lld rows are still pending: the job has not finished (rerun it to "
+                "resume).</p>\n",
+                (long long)g->counts[MC_ROW_PENDING]);
 
     fprintf(f, "<h2 id=\"failures\">Failed galaxies (%lld)</h2>\n", (long long)g->total_fail);
     if (g->total_fail > g->n_fail)
-        fprintf(f, "<p class=\"note\">The first %d of %lld failed galaxies, in catalogue order; "
-                   "<code>morphcat export</code> lists them all.</p>\n", g->n_fail, (long long)g->total_fail);
+        fprintf(f,
+                "<p class=\"note\">The first %d of %lld failed galaxies, in catalogue order; "
+                "<code>morphcat export</code> lists them all.</p>\n",
+                g->n_fail, (long long)g->total_fail);
     if (g->n_fail) {
         fputs("<table>\n<tr><th>row</th><th>id_str</th><th>status</th><th>message</th></tr>\n", f);
         for (int i = 0; i < g->n_fail; i++) {
@@ -428,12 +449,16 @@ static int write_page(rpt_cat *c, const char *catalogue, const char *dir, const 
 
     int rc = 0, A = c->n_answers;
     if (A) {
-        fputs("<h2 id=\"fractions\">Vote fractions by question</h2>\n<p class=\"note\">Histograms over every ok "
-              "galaxy (exact, one pass), 20 bins of the expected vote fraction.</p>\n<div class=\"figs\">\n", f);
+        fputs("<h2 id=\"fractions\">Vote fractions by question</h2>\n<p class=\"note\">Histograms over every "
+              "ok "
+              "galaxy (exact, one pass), 20 bins of the expected vote fraction.</p>\n<div class=\"figs\">\n",
+              f);
         for (int a0 = 0, qi = 0; a0 < A && !rc; qi++) {
             size_t ql = question_len(c->answers[a0]);
             int a1 = a0 + 1;
-            while (a1 < A && question_len(c->answers[a1]) == ql && !strncmp(c->answers[a1], c->answers[a0], ql)) a1++;
+            while (a1 < A && question_len(c->answers[a1]) == ql &&
+                   !strncmp(c->answers[a1], c->answers[a0], ql))
+                a1++;
             char name[64];
             snprintf(name, sizeof name, "hist_%02d.png", qi);
             snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -444,9 +469,12 @@ static int write_page(rpt_cat *c, const char *catalogue, const char *dir, const 
             a0 = a1;
         }
         fputs("</div>\n", f);
-        fprintf(f, "<h2 id=\"confident\">Most confident galaxies</h2>\n<p class=\"note\">Per main answer, the %d ok "
-                   "galaxies with the largest vote fraction among those whose question at least half the "
-                   "volunteers would be asked, rendered by the catalogue's recipe.</p>\n", o->top);
+        fprintf(
+            f,
+            "<h2 id=\"confident\">Most confident galaxies</h2>\n<p class=\"note\">Per main answer, the %d ok "
+            "galaxies with the largest vote fraction among those whose question at least half the "
+            "volunteers would be asked, rendered by the catalogue's recipe.</p>\n",
+            o->top);
         for (int k = 0; k < g->n_mains && !rc; k++) {
             main_answer *ma = &g->mains[k];
             rpt_heap_sort(&ma->heap);
@@ -480,9 +508,12 @@ static int write_page(rpt_cat *c, const char *catalogue, const char *dir, const 
     }
     if (c->has_clumps && !rc) {
         fputs("<h2 id=\"clumps\">Clumps</h2>\n", f);
-        fprintf(f, "<p>%lld clumps in %lld galaxies whose detection ran (%.2f per galaxy); %lld galaxies could not "
-                   "be searched.</p>\n", (long long)g->clumps_total, (long long)g->clump_rows,
-                g->clump_rows ? (double)g->clumps_total / g->clump_rows : 0.0, (long long)g->clump_failed);
+        fprintf(
+            f,
+            "<p>%lld clumps in %lld galaxies whose detection ran (%.2f per galaxy); %lld galaxies could not "
+            "be searched.</p>\n",
+            (long long)g->clumps_total, (long long)g->clump_rows,
+            g->clump_rows ? (double)g->clumps_total / g->clump_rows : 0.0, (long long)g->clump_failed);
         snprintf(path, sizeof path, "%s/clumps_per_galaxy.png", dir);
         if (!(rc = chart_clumps(path, g, c->clump_k, err))) {
             fputs("<div class=\"figs\">\n", f);
@@ -504,8 +535,10 @@ static int write_page(rpt_cat *c, const char *catalogue, const char *dir, const 
             rpt_mosaic_opts mo = {.size = o->tile * 2 > 512 ? 512 : o->tile * 2, .boxes = 1};
             int bad;
             if (!(rc = rpt_mosaic_write(c, rows, labs, g->clump_heap.n, &mo, path, &bad, err))) {
-                fputs("<p class=\"note\">The galaxies with the most clumps, boxes in the class colours (yellow "
-                      "clump, magenta odd clump) with their scores.</p>\n<div class=\"figs\">\n", f);
+                fputs(
+                    "<p class=\"note\">The galaxies with the most clumps, boxes in the class colours (yellow "
+                    "clump, magenta odd clump) with their scores.</p>\n<div class=\"figs\">\n",
+                    f);
                 int w, h;
                 png_size(g->clump_heap.n, mo.size, &w, &h);
                 img(f, "clumps_examples.png", "galaxies with the most clumps, with their boxes", w, h);
@@ -517,18 +550,23 @@ static int write_page(rpt_cat *c, const char *catalogue, const char *dir, const 
     struct tm tmv;
     gmtime_r(&now, &tmv);
     strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tmv);
-    fprintf(f, "<p class=\"note\">Written by morphcat %s at %s. A static page: no scripts, nothing fetched.</p>\n"
-               "</body></html>\n", MC_VERSION, buf);
+    fprintf(
+        f,
+        "<p class=\"note\">Written by morphcat %s at %s. A static page: no scripts, nothing fetched.</p>\n"
+        "</body></html>\n",
+        MC_VERSION, buf);
     int bad = ferror(f);
     if (fclose(f) || bad) rc = rc ? rc : mc_fail(err, "%s: write failed (disk full?)", tmp);
-    if (!rc && rename(tmp, html)) rc = mc_fail(err, "%s: cannot be renamed into place: %s", html, strerror(errno));
+    if (!rc && rename(tmp, html))
+        rc = mc_fail(err, "%s: cannot be renamed into place: %s", html, strerror(errno));
     if (rc) remove(tmp);
     return rc;
 }
 
 int rpt_report_write(const char *catalogue, const char *dir, const rpt_report_opts *o, char *err)
 {
-    if (mkdir(dir, 0777) && errno != EEXIST) return mc_fail(err, "%s: cannot make the folder: %s", dir, strerror(errno));
+    if (mkdir(dir, 0777) && errno != EEXIST)
+        return mc_fail(err, "%s: cannot make the folder: %s", dir, strerror(errno));
     rpt_cat *c;
     if (rpt_cat_open(catalogue, &c, err)) return -1;
     if (!c->recipe_ok) {

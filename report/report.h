@@ -19,7 +19,7 @@ typedef struct rpt_cat rpt_cat;
 int rpt_cat_open(const char *path, rpt_cat **out, char *err);
 void rpt_cat_close(rpt_cat *c);
 int64_t rpt_cat_rows(const rpt_cat *c);
-int rpt_cat_n_answers(const rpt_cat *c);          /* 0 without a morphology group */
+int rpt_cat_n_answers(const rpt_cat *c);             /* 0 without a morphology group */
 const char *rpt_cat_answer(const rpt_cat *c, int a); /* "smooth-or-featured-dr5_smooth" */
 int rpt_cat_has_clumps(const rpt_cat *c);
 /* A root string attribute into buf; -1 (buf "") when absent. */
@@ -43,13 +43,14 @@ typedef struct rpt_mosaic_opts {
 /* A grid of rows[0..n) in that order, each tile labelled with its id_str and labels[i] (may be NULL),
  * written as a PNG. A galaxy whose cutout cannot be rendered gets a grey tile saying why and a line on
  * stderr; *n_bad counts them. -1 with one line for whole-command failures (unwritable output). */
-int rpt_mosaic_write(rpt_cat *c, const int64_t *rows, const char *const *labels, int n, const rpt_mosaic_opts *o,
-                     const char *png, int *n_bad, char *err);
+int rpt_mosaic_write(rpt_cat *c, const int64_t *rows, const char *const *labels, int n,
+                     const rpt_mosaic_opts *o, const char *png, int *n_bad, char *err);
 
 /* The n galaxies with the largest value of a per-answer column (COLUMN is `columns/COLUMN` of the
  * catalogue, or an answer name, which means its _fraction), among ok rows with a finite value; one pass,
  * a heap of n. rows/values (n each) by decreasing value, ties by row; *found <= n. */
-int rpt_select_top(rpt_cat *c, const char *column, int n, int64_t *rows, float *values, int *found, char *err);
+int rpt_select_top(rpt_cat *c, const char *column, int n, int64_t *rows, float *values, int *found,
+                   char *err);
 
 /* ---- the report page --------------------------------------------------------------------------------- */
 typedef struct rpt_report_opts {
@@ -75,7 +76,7 @@ typedef struct rpt_export_stats {
  * extension or a second CSV (FILE's name with `_clumps` before the extension). friendly: fractions whose
  * question fewer than half the volunteers would be asked are blank (NaN), as zoobot's friendly table. Written
  * to FILE.tmp and renamed, chunk by chunk. */
-int rpt_export(const char *catalogue, rpt_export_format fmt, const char *output, int friendly, rpt_export_stats *st,
-               char *err);
+int rpt_export(const char *catalogue, rpt_export_format fmt, const char *output, int friendly,
+               rpt_export_stats *st, char *err);
 
 #endif

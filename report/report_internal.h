@@ -25,9 +25,11 @@ struct rpt_cat {
 /* Width in bytes (+1 for a NUL) of a fixed-length string dataset; 0 when absent or not a fixed string. */
 size_t rpt_cat_str_width(rpt_cat *c, const char *dataset);
 /* Rows [row0, row0 + n) of dataset, every other dimension whole, converted to mem_type. -1 with a message. */
-int rpt_cat_read(rpt_cat *c, const char *dataset, hid_t mem_type, int64_t row0, int64_t n, void *buf, char *err);
+int rpt_cat_read(rpt_cat *c, const char *dataset, hid_t mem_type, int64_t row0, int64_t n, void *buf,
+                 char *err);
 /* Fixed-width strings: n strings of `width` bytes (from rpt_cat_str_width), NUL-terminated. */
-int rpt_cat_read_strs(rpt_cat *c, const char *dataset, size_t width, int64_t row0, int64_t n, char *buf, char *err);
+int rpt_cat_read_strs(rpt_cat *c, const char *dataset, size_t width, int64_t row0, int64_t n, char *buf,
+                      char *err);
 int rpt_cat_has(rpt_cat *c, const char *dataset);
 
 /* The largest `cap` values offered, ties to the earlier row: one pass over a catalogue of any size. */

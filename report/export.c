@@ -357,13 +357,57 @@ static void csv_str(FILE *fp, const char *s)
     fputc('"', fp);
 }
 
+int rpt_csv_float(char *buf, float v)
+{
+    if (isnan(v)) return buf[0] = 0, 0;
+    if (isinf(v)) return sprintf(buf, "%s", v > 0 ? "inf" : "-inf");
+    char *p = buf;
+    double x = v;
+    if (signbit(x)) *p++ = '-', x = -x;
+    if (x == 0) {
+        *p++ = '0';
+        *p = 0;
+        return (int)(p - buf);
+    }
+    /* 9 significant digits as an integer: x / 10^(e-8) in double (relative error ~1e-16) rounded; an error of one
+     * in the last digit would still be well within half a float32 ulp (>= 3e-8 relative), so the value comes back */
+    int e = (int)floor(log10(x));
+    double scaled = x * pow(10.0, 8 - e);
+    uint64_t m = (uint64_t)llround(scaled);
+    if (m >= 1000000000u) m = (m + 5) / 10, e++;
+    if (m < 100000000u) m *= 10, e--;
+    char dig[10];
+    for (int i = 8; i >= 0; i--) dig[i] = (char)('0' + m % 10), m /= 10;
+    int nd = 9;
+    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    if (e >= -5 && e < 0) { /* 0.000ddd */
+        *p++ = '0', *p++ = '.';
+        for (int i = 0; i < -e - 1; i++) *p++ = '0';
+        for (int i = 0; i < nd; i++) *p++ = dig[i];
+    } else if (e >= 0 && e < 9) { /* ddd.ddd */
+        for (int i = 0; i <= e; i++) *p++ = i < nd ? dig[i] : '0';
+        if (nd > e + 1) {
+            *p++ = '.';
+            for (int i = e + 1; i < nd; i++) *p++ = dig[i];
+        }
+    } else { /* d.ddde+XX */
+        *p++ = dig[0];
+        if (nd > 1) {
+            *p++ = '.';
+            for (int i = 1; i < nd; i++) *p++ = dig[i];
+        }
+        p += sprintf(p, "e%+03d", e);
+    }
+    *p = 0;
+    return (int)(p - buf);
+}
+
 static void csv_f32(FILE *fp, float v)
 {
-    fputc(',', fp);
-    if (isfinite(v))
-        fprintf(fp, "%.9g", (double)v); /* 9 significant digits: the float32 comes back exactly */
-    else if (!isnan(v))
-        fputs(v > 0 ? "inf" : "-inf", fp);
+    char b[32];
+    b[0] = ',';
+    int n = rpt_csv_float(b + 1, v);
+    fwrite(b, 1, (size_t)n + 1, fp);
 }
 
 static void csv_f64(FILE *fp, double v)

@@ -45,6 +45,10 @@ void rpt_heap_offer(rpt_heap *h, float v, int64_t row);
 /* Sort the kept entries by decreasing value (ties: earlier row first). */
 void rpt_heap_sort(rpt_heap *h);
 
+/* A float32 as CSV text with 9 significant digits (strtof gives the same float back), trailing zeros dropped,
+ * plain notation from 1e-5 to 1e9, "" for NaN; returns the length. Much faster than printf's %.9g. */
+int rpt_csv_float(char *buf, float v);
+
 /* Labels and colours. */
 void rpt_font(cairo_t *cr, double px, int bold);
 /* Colour of clump class k (1 clump, 2 odd clump, others cycle). */

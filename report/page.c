@@ -449,26 +449,6 @@ static int write_page(rpt_cat *c, const char *catalogue, const char *dir, const 
 
     int rc = 0, A = c->n_answers;
     if (A) {
-        fputs("<h2 id=\"fractions\">Vote fractions by question</h2>\n<p class=\"note\">Histograms over every "
-              "ok "
-              "galaxy (exact, one pass), 20 bins of the expected vote fraction.</p>\n<div class=\"figs\">\n",
-              f);
-        for (int a0 = 0, qi = 0; a0 < A && !rc; qi++) {
-            size_t ql = question_len(c->answers[a0]);
-            int a1 = a0 + 1;
-            while (a1 < A && question_len(c->answers[a1]) == ql &&
-                   !strncmp(c->answers[a1], c->answers[a0], ql))
-                a1++;
-            char name[64];
-            snprintf(name, sizeof name, "hist_%02d.png", qi);
-            snprintf(path, sizeof path, "%s/%s", dir, name);
-            rc = chart_question(path, c, g, a0, a1, err);
-            char alt[300];
-            snprintf(alt, sizeof alt, "vote fractions of %.*s", (int)(ql < 200 ? ql : 200), c->answers[a0]);
-            img(f, name, alt, CW, CH);
-            a0 = a1;
-        }
-        fputs("</div>\n", f);
         fprintf(
             f,
             "<h2 id=\"confident\">Most confident galaxies</h2>\n<p class=\"note\">Per main answer, the %d ok "
@@ -545,6 +525,28 @@ static int write_page(rpt_cat *c, const char *catalogue, const char *dir, const 
                 fputs("</div>\n", f);
             }
         }
+    }
+    if (A && !rc) {
+        fputs("<h2 id=\"fractions\">Vote fractions by question</h2>\n<p class=\"note\">Histograms over every "
+              "ok "
+              "galaxy (exact, one pass), 20 bins of the expected vote fraction.</p>\n<div class=\"figs\">\n",
+              f);
+        for (int a0 = 0, qi = 0; a0 < A && !rc; qi++) {
+            size_t ql = question_len(c->answers[a0]);
+            int a1 = a0 + 1;
+            while (a1 < A && question_len(c->answers[a1]) == ql &&
+                   !strncmp(c->answers[a1], c->answers[a0], ql))
+                a1++;
+            char name[64];
+            snprintf(name, sizeof name, "hist_%02d.png", qi);
+            snprintf(path, sizeof path, "%s/%s", dir, name);
+            rc = chart_question(path, c, g, a0, a1, err);
+            char alt[300];
+            snprintf(alt, sizeof alt, "vote fractions of %.*s", (int)(ql < 200 ? ql : 200), c->answers[a0]);
+            img(f, name, alt, CW, CH);
+            a0 = a1;
+        }
+        fputs("</div>\n", f);
     }
     time_t now = time(NULL);
     struct tm tmv;

@@ -199,7 +199,11 @@ int rpt_mosaic_write(rpt_cat *c, const int64_t *rows, const char *const *labels,
     cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
     if (cairo_surface_status(surf) != CAIRO_STATUS_SUCCESS) {
         cairo_surface_destroy(surf);
-        return mc_fail(err, "%s: cannot make a %dx%d picture", png, W, H);
+        return mc_fail(
+            err,
+            "%s: cannot make a %dx%d picture (cairo's limit is 32767 pixels a side: fewer galaxies "
+            "or a smaller --size)",
+            png, W, H);
     }
     cairo_t *cr = cairo_create(surf);
     cairo_set_source_rgb(cr, 0.12, 0.12, 0.14);

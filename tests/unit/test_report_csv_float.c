@@ -1,7 +1,8 @@
 /* tests/unit/test_report_csv_float.c: the CSV export's float32 text (rpt_csv_float) gives every float back
- * exactly through strtof, the reading every CSV reader does: 4 million random bit patterns over the whole float32
- * range, every power of ten and its neighbours, the values a catalogue holds (fractions, concentrations, boxes),
- * subnormals, signed zero, and "" for NaN; and plain notation where a person reads it (0.25, 12.5). */
+ * exactly through strtof, the reading every CSV reader does: 4 million random bit patterns over the whole
+ * float32 range, every power of ten and its neighbours, the values a catalogue holds (fractions,
+ * concentrations, boxes), subnormals, signed zero, and "" for NaN; and plain notation where a person reads it
+ * (0.25, 12.5). */
 #include <math.h>
 
 #include "report/report_internal.h"

@@ -369,8 +369,9 @@ int rpt_csv_float(char *buf, float v)
         *p = 0;
         return (int)(p - buf);
     }
-    /* 9 significant digits as an integer: x / 10^(e-8) in double (relative error ~1e-16) rounded; an error of one
-     * in the last digit would still be well within half a float32 ulp (>= 3e-8 relative), so the value comes back */
+    /* 9 significant digits as an integer: x / 10^(e-8) in double (relative error ~1e-16) rounded; an error of
+     * one in the last digit would still be well within half a float32 ulp (>= 3e-8 relative), so the value
+     * comes back */
     int e = (int)floor(log10(x));
     double scaled = x * pow(10.0, 8 - e);
     uint64_t m = (uint64_t)llround(scaled);
@@ -413,9 +414,14 @@ static void csv_f32(FILE *fp, float v)
 static void csv_f64(FILE *fp, double v)
 {
     fputc(',', fp);
-    if (isfinite(v))
-        fprintf(fp, "%.17g", v);
-    else if (!isnan(v))
+    if (isfinite(v)) { /* the shortest of 15, 16, 17 digits that gives the double back */
+        char b[40];
+        for (int d = 15; d <= 17; d++) {
+            snprintf(b, sizeof b, "%.*g", d, v);
+            if (strtod(b, NULL) == v) break;
+        }
+        fputs(b, fp);
+    } else if (!isnan(v))
         fputs(v > 0 ? "inf" : "-inf", fp);
 }
 

@@ -21,6 +21,9 @@ int cmd_status(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_rerun(int argc, char **argv);
 int cmd_detect(int argc, char **argv);
+int cmd_mosaic(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);

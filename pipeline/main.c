@@ -21,6 +21,9 @@ static const mc_command commands[] = {
     {"status", cmd_status, "what catalogues or a planned job hold: done, failed by reason, remaining, rate"},
     {"merge", cmd_merge, "combine per-job catalogues into one release catalogue, one row per galaxy"},
     {"rerun", cmd_rerun, "a data-release rerun: recompute only new or changed cutouts, carry the rest over"},
+    {"mosaic", cmd_mosaic, "a grid of catalogue galaxies' cutouts, by id, from a CSV or the top N of an answer, with clumps"},
+    {"report", cmd_report, "the release report: a static HTML page with its figures (provenance, failures, histograms)"},
+    {"export", cmd_export, "the catalogue as a FITS or CSV table with Zoobot's column names, clumps as a second table"},
     {"synth", cmd_synth, "generate a synthetic survey: FITS cutouts with WCS, a manifest, and a few broken files"},
 };
 

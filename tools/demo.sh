@@ -3,7 +3,8 @@
 # FITS cutouts with WCS, some PNGs, a few deliberately broken files) and `morphcat run` catalogues it on 2 MPI
 # ranks with a stand-in Zoobot model in the released Lightning-checkpoint layout (EfficientNet-B0, greyscale,
 # 98-answer decision-tree head, seeded weights: untrained, so the numbers mean nothing, and the catalogue says
-# so). MORPHCAT_MODEL=PATH runs real weights instead (a Zoobot checkpoint or Hub encoder folder).
+# so). MORPHCAT_MODEL=PATH runs real weights instead (a Zoobot checkpoint or Hub encoder folder). It ends by
+# writing the release report of the catalogue (morphcat report) and printing where it is.
 set -e
 cd "$(dirname "$0")/.."
 out=${MORPHCAT_DEMO_OUT:-build/demo}
@@ -49,3 +50,5 @@ with h5py.File(sys.argv[1], "r") as f:
             print("   %s: smooth-or-featured-dr5_smooth_fraction %.3f" % (ids[i], smooth[i]))
     print("demo: model note:", f.attrs["model_note"])
 PYEOF
+./morphcat report "$out/catalogue.h5" --out "$out/report"
+echo "demo: the release report of the demo catalogue is $out/report/index.html (a static page: open it in any browser)"

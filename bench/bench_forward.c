@@ -129,10 +129,10 @@ static int bench_detect(int argc, char **argv)
     }
     qsort(t, (size_t)runs, sizeof *t, cmp_double);
     double macs = nn_detector_macs(d, H, W);
-    printf("{\"model\":\"fasterrcnn_resnet50_fpn\",\"impl\":\"morphcat\",\"s_per_image\":%.4f,\"best\":%.4f,"
+    printf("{\"model\":\"fasterrcnn_resnet50_fpn\",\"impl\":\"morphcat\",\"precision\":\"%s\",\"s_per_image\":%.4f,\"best\":%.4f,"
            "\"runs\":%d,\"input_hw\":[%d,%d],\"detections\":%d,\"gflops\":%.1f,\"arena_mb\":%.1f,"
            "\"peak_rss_mb\":%.1f,\"blas\":\"%s\"}\n",
-           t[runs / 2], t[0], runs, H, W, n, 2e-9 * macs / t[0], nn_detector_plan_bytes(d, H, W) / 1048576.0,
+           nn_precision_name(cfg.precision), t[runs / 2], t[0], runs, H, W, n, 2e-9 * macs / t[0], nn_detector_plan_bytes(d, H, W) / 1048576.0,
            peak_rss_kb() / 1024.0, nn_blas_describe());
     free(t);
     free(x);
@@ -197,9 +197,9 @@ int main(int argc, char **argv)
         t = mc_now() - t0;
     } while (t < seconds || reps < 3);
     double ips = images / t, ips_cpu = images / (cpu_seconds() - c0);
-    printf("{\"impl\":\"morphcat\",\"model\":\"%s\",\"batch\":%d,\"size\":%d,\"images_per_s\":%.3f,"
+    printf("{\"impl\":\"morphcat\",\"precision\":\"%s\",\"model\":\"%s\",\"batch\":%d,\"size\":%d,\"images_per_s\":%.3f,"
            "\"images_per_cpu_s\":%.3f,\"gflops\":%.1f,\"gmac_per_image\":%.3f,\"arena_mb\":%.1f,\"peak_rss_mb\":%.1f,\"blas\":\"%s\"}\n",
-           label ? label : mi->arch, batch, size, ips, ips_cpu, ips * 2.0 * nn_plan_macs(p) / batch / 1e9,
+           nn_precision_name(prec), label ? label : mi->arch, batch, size, ips, ips_cpu, ips * 2.0 * nn_plan_macs(p) / batch / 1e9,
            nn_plan_macs(p) / batch / 1e9, nn_plan_bytes(p) / 1048576.0, peak_rss_kb() / 1024.0, nn_blas_describe());
     free(x);
     free(e);

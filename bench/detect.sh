@@ -22,11 +22,18 @@ np.save('$out/image.npy', img.numpy())
 np.save('$out/batch.npy', img.numpy()[None])
 print('bench: detector input', 'hubble_deep_field.jpg 400x400 crop' if os.path.exists(hdf) else 'synthetic 400x400')
 "
+PRECS=fp32
+./build/bench/bench_forward detect --model "$out/model.pth" --input "$out/batch.npy" --runs 1 --precision bf16 \
+    >/dev/null 2>&1 && PRECS="fp32 bf16"
 for r in 1 2; do
-    ./build/bench/bench_forward detect --model "$out/model.pth" --input "$out/batch.npy" --runs 3 >> "$res"
-    /usr/bin/time -f "%M" -o "$out/rss.tmp" $PY tools/frcnn_bench.py --model "$out/model.pth" --image "$out/image.npy" \
-        --runs 3 > "$out/line.tmp"
-    line=$(tail -n 1 "$out/line.tmp")
-    echo "${line%\}}, \"peak_rss_mb\": $(( $(tail -n 1 "$out/rss.tmp") / 1024 ))}" >> "$res"
+    for p in $PRECS; do
+        ./build/bench/bench_forward detect --model "$out/model.pth" --input "$out/batch.npy" --runs 3 --precision "$p" >> "$res"
+    done
+    for flag in "" --bf16; do
+        /usr/bin/time -f "%M" -o "$out/rss.tmp" $PY tools/frcnn_bench.py --model "$out/model.pth" --image "$out/image.npy" \
+            --runs 3 $flag > "$out/line.tmp"
+        line=$(tail -n 1 "$out/line.tmp")
+        echo "${line%\}}, \"peak_rss_mb\": $(( $(tail -n 1 "$out/rss.tmp") / 1024 ))}" >> "$res"
+    done
     echo "bench: detector round $r done"
 done

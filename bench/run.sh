@@ -64,11 +64,20 @@ np.save('$out/inputs.npy', x)
 print('bench: inputs are 32 images from', src)
 "
 ./build/bench/bench_forward sgemm --seconds 2 >> "$res"
+# morphcat bf16 (AMX) beside fp32 where this CPU and kernel allow it
+PRECS=fp32
+if ./build/bench/bench_forward forward --model "$(model_dir resnet50)" --batch 1 --seconds 0 --precision bf16 >/dev/null 2>"$out/amx.tmp"; then
+    PRECS="fp32 bf16"
+else
+    echo "bench: morphcat bf16 not measured: $(tail -n 1 "$out/amx.tmp")"
+fi
 for r in $(seq "$REPEATS"); do
     for m in $MODELS; do
         dir=$(model_dir "$m")
         for b in $BATCHES; do
-            rss ./build/bench/bench_forward forward --model "$dir" --batch "$b" --seconds "$SECONDS_PER" --label "$m" --input "$out/inputs.npy"
+            for p in $PRECS; do
+                rss ./build/bench/bench_forward forward --model "$dir" --batch "$b" --seconds "$SECONDS_PER" --label "$m" --input "$out/inputs.npy" --precision "$p"
+            done
             rss $PY bench/torch_bench.py --models "$m" --batches "$b" --seconds "$SECONDS_PER" --weights "$dir" --input "$out/inputs.npy"
         done
         echo "bench: round $r, $m done"

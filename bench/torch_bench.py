@@ -82,11 +82,14 @@ def time_one(model, batch, size, fmt, seconds, min_iters, images=None):
         x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     else:  # the same galaxies morphcat's bench runs, cycled to the batch size
         x = torch.from_numpy(images[[i % len(images) for i in range(batch)]]).contiguous()
-    if fmt == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
+    if fmt == "bf16_channels_last":  # PyTorch's bf16 as a user casts it: model and input, channels_last
+        model = model.to(torch.bfloat16).to(memory_format=torch.channels_last)
+        x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    elif fmt == "channels_last":
+        model = model.float().to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     else:
-        model = model.to(memory_format=torch.contiguous_format)
+        model = model.float().to(memory_format=torch.contiguous_format)
     with torch.inference_mode():
         model(x)  # warm-up: first-call allocations and kernel selection
         n = 0
@@ -104,7 +107,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="convnext_nano,efficientnet_b0,resnet50")
     ap.add_argument("--batches", default="1,8,32")
-    ap.add_argument("--formats", default="nchw,channels_last")
+    ap.add_argument("--formats", default="nchw,channels_last,bf16_channels_last")
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum timed duration per configuration")
     ap.add_argument("--min-iters", type=int, default=3)
     ap.add_argument("--size", type=int, default=224)
@@ -134,7 +137,7 @@ def main(argv=None):
         for batch in [int(b) for b in a.batches.split(",")]:
             for fmt in a.formats.split(","):
                 n, el = time_one(model, batch, a.size, fmt, a.seconds, a.min_iters, images)
-                rec = {"impl": "torch", "model": name, "batch": batch, "format": fmt, "images_per_s": round(n * batch / el, 3),
+                rec = {"impl": "torch", "precision": "bf16" if fmt.startswith("bf16") else "fp32", "model": name, "batch": batch, "format": fmt, "images_per_s": round(n * batch / el, 3),
                        "size": a.size, "iters": n, "seconds": round(el, 3), "threads": a.threads,
                        "coretype": os.environ.get("OPENBLAS_CORETYPE")}
                 print(json.dumps(rec), flush=True)

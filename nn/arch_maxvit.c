@@ -20,18 +20,23 @@ typedef struct mx_variant {
     int dims[4], depths[4], stem[2];
     int hidden; /* head pre_logits width; 0: LayerNorm on the map, then average pool */
     int window; /* partition size p = img_size / 32 */
+    int ls;     /* transformer layer scales ls1/ls2: MX_LS_NONE, _REQUIRED, or _IF_PRESENT */
 } mx_variant;
 
-/* timm maxxvit.py model_cfgs (stem widths, embed dims, depths, head_hidden_size) */
+enum { MX_LS_NONE, MX_LS_REQUIRED, MX_LS_IF_PRESENT };
+
+/* timm maxxvit.py model_cfgs (stem widths, embed dims, depths, head_hidden_size, init_values). Layer scales:
+ * rmlp_small sets init_values; for rmlp_base the scales are taken when the file has them (the notes do not
+ * settle it), every other variant refuses them as unexpected keys. */
 static const mx_variant mx_variants[] = {
-    {"maxvit_tiny_rw_224", MX_RW, {64, 128, 256, 512}, {2, 2, 5, 2}, {32, 64}, 0, 7},
-    {"maxvit_rmlp_tiny_rw_256", MX_RMLP, {64, 128, 256, 512}, {2, 2, 5, 2}, {32, 64}, 0, 8},
-    {"maxvit_rmlp_small_rw_224", MX_RMLP, {96, 192, 384, 768}, {2, 2, 5, 2}, {32, 64}, 0, 7},
-    {"maxvit_rmlp_base_rw_224", MX_RMLP, {96, 192, 384, 768}, {2, 6, 14, 2}, {32, 64}, 768, 7},
-    {"maxvit_tiny_tf_224", MX_TF, {64, 128, 256, 512}, {2, 2, 5, 2}, {64, 64}, 512, 7},
-    {"maxvit_small_tf_224", MX_TF, {96, 192, 384, 768}, {2, 2, 5, 2}, {64, 64}, 768, 7},
-    {"maxvit_base_tf_224", MX_TF, {96, 192, 384, 768}, {2, 6, 14, 2}, {64, 64}, 768, 7},
-    {"maxvit_large_tf_224", MX_TF, {128, 256, 512, 1024}, {2, 6, 14, 2}, {128, 128}, 1024, 7},
+    {"maxvit_tiny_rw_224", MX_RW, {64, 128, 256, 512}, {2, 2, 5, 2}, {32, 64}, 0, 7, MX_LS_NONE},
+    {"maxvit_rmlp_tiny_rw_256", MX_RMLP, {64, 128, 256, 512}, {2, 2, 5, 2}, {32, 64}, 0, 8, MX_LS_NONE},
+    {"maxvit_rmlp_small_rw_224", MX_RMLP, {96, 192, 384, 768}, {2, 2, 5, 2}, {32, 64}, 0, 7, MX_LS_REQUIRED},
+    {"maxvit_rmlp_base_rw_224", MX_RMLP, {96, 192, 384, 768}, {2, 6, 14, 2}, {32, 64}, 768, 7, MX_LS_IF_PRESENT},
+    {"maxvit_tiny_tf_224", MX_TF, {64, 128, 256, 512}, {2, 2, 5, 2}, {64, 64}, 512, 7, MX_LS_NONE},
+    {"maxvit_small_tf_224", MX_TF, {96, 192, 384, 768}, {2, 2, 5, 2}, {64, 64}, 768, 7, MX_LS_NONE},
+    {"maxvit_base_tf_224", MX_TF, {96, 192, 384, 768}, {2, 6, 14, 2}, {64, 64}, 768, 7, MX_LS_NONE},
+    {"maxvit_large_tf_224", MX_TF, {128, 256, 512, 1024}, {2, 6, 14, 2}, {128, 128}, 1024, 7, MX_LS_NONE},
 };
 #define MX_NVARIANTS ((int)(sizeof mx_variants / sizeof mx_variants[0]))
 #define MX_DIM_HEAD 32
@@ -267,13 +272,13 @@ static int mx_attn_load(nn_loader *L, const maxvit *m, mx_attn *a, const char *p
     a->fc2_w = mx_mat(L, c, a->hid, 0, "%s.mlp.fc2.weight", pre);
     a->fc2_b = mx_vec(L, c, "%s.mlp.fc2.bias", pre);
     if (L->failed) return -1;
-    /* layer scales (LayerScale gamma) exist when the config sets init_values (rmlp_small); fold them */
-    int d[1] = {c};
-    if (nn_peek(L, NULL, "%s.ls1.gamma", pre) >= 0) {
+    /* layer scales (LayerScale gamma) exist when the config sets init_values; fold them */
+    int d[1] = {c}, ls = m->v->ls;
+    if (ls == MX_LS_REQUIRED || (ls == MX_LS_IF_PRESENT && nn_peek(L, NULL, "%s.ls1.gamma", pre) >= 0)) {
         const float *g = nn_load(L, 1, d, "%s.ls1.gamma", pre);
         if (g) mx_fold_gamma(a->proj_w, a->proj_b, c, c, g);
     }
-    if (nn_peek(L, NULL, "%s.ls2.gamma", pre) >= 0) {
+    if (ls == MX_LS_REQUIRED || (ls == MX_LS_IF_PRESENT && nn_peek(L, NULL, "%s.ls2.gamma", pre) >= 0)) {
         const float *g = nn_load(L, 1, d, "%s.ls2.gamma", pre);
         if (g) mx_fold_gamma(a->fc2_w, a->fc2_b, c, a->hid, g);
     }

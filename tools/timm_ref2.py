@@ -93,7 +93,7 @@ def rel_bias(W, pre, kind, p, heads):
     else:
         r = torch.arange(-(p - 1), p, dtype=torch.float32)
         coords = torch.stack(torch.meshgrid(r, r, indexing="ij")).permute(1, 2, 0).reshape(-1, 2)
-        coords = torch.sign(coords) * torch.log(1.0 + coords.abs())
+        coords = (torch.sign(coords) * torch.log(1.0 + coords.abs())).to(W(pre + ".attn.rel_pos.mlp.fc1.weight").dtype)
         h = F.relu(F.linear(coords, W(pre + ".attn.rel_pos.mlp.fc1.weight"), W(pre + ".attn.rel_pos.mlp.fc1.bias")))
         tab = F.linear(h, W(pre + ".attn.rel_pos.mlp.fc2.weight"), W(pre + ".attn.rel_pos.mlp.fc2.bias"))
     return tab[rel_index(p).reshape(-1)].reshape(n, n, heads).permute(2, 0, 1).contiguous()

@@ -240,3 +240,39 @@ def create(arch, sd):
     if arch in MAXVIT:
         return MaxViT(arch, sd)
     return EfficientNetV2(arch, sd)
+
+
+def load_folder(path):
+    """The state_dict of a Hub folder: model.safetensors (read with numpy) or pytorch_model.bin."""
+    import os
+
+    st = os.path.join(path, "model.safetensors")
+    if os.path.exists(st):
+        import sys
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import safetensors_io
+
+        return dict(safetensors_io.load(st)[0])
+    return torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu")
+
+
+class _Module(torch.nn.Module):
+    """An nn.Module face for the bench (eval(), .to(memory_format) on the weights, call)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def to(self, memory_format=torch.contiguous_format, **kw):
+        for k, v in self.net.W.sd.items():
+            if v.dim() == 4:
+                self.net.W.sd[k] = v.contiguous(memory_format=memory_format)
+        return self
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def module(arch, folder):
+    return _Module(create(arch, load_folder(folder))).eval()

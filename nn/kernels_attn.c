@@ -11,19 +11,13 @@
 
 void nn_gelu_tanh_apply(float *x, size_t n)
 {
+    /* 0.5 x (1 + tanh(u)) = x / (1 + e^{-2u}): the same function without the cancellation of 1 + tanh(u) for
+     * negative u, so relative accuracy holds over the whole range (nn_expf clamps its argument) */
     const float k0 = 0.7978845608028654f, k1 = 0.044715f;
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         float u = k0 * (v + k1 * v * v * v);
-        /* tanh(u) = sign(u) (1 - 2 / (1 + e^{2|u|})): no overflow, no cancellation for large |u| */
-        float a = fabsf(u);
-        float t = 1.0f - 2.0f / (1.0f + nn_expf(2.0f * a));
-        if (a < 0.0625f) { /* small |u|: the odd series keeps relative accuracy where 1 - 2/(...) cancels */
-            float a2 = a * a;
-            t = a * (1.0f + a2 * (-1.0f / 3.0f + a2 * (2.0f / 15.0f + a2 * (-17.0f / 315.0f))));
-        }
-        t = u < 0.0f ? -t : t;
-        x[i] = 0.5f * v * (1.0f + t);
+        x[i] = v / (1.0f + nn_expf(-2.0f * u));
     }
 }
 

@@ -2,7 +2,8 @@
  * 'SAME' padding, BatchNorm eps 1e-3) and efficientnetv2_* (symmetric padding, eps 1e-5). Blocks: ConvBnAct
  * ('cn', residual after the activation), FusedMBConv ('er': k x k expansion, 1x1 projection) and MBConv
  * ('ir' with squeeze-excite, rd = round(block input * 0.25), SiLU, sigmoid gate). Facts:
- * ../shared/notes/encoders2.md. Batch norm folded at load. Not here: the rw variants (efficientnetv2_rw_*). */
+ * ../shared/notes/encoders2.md. Batch norm folded at load. Not here: the rw variants (efficientnetv2_rw_*).
+ */
 #include <math.h>
 
 #include "nn/engine.h"
@@ -22,22 +23,45 @@ typedef struct v2_variant {
 
 /* timm efficientnet.py _gen_efficientnetv2_s/m/l arch_def (all k3; ir stages se0.25; cn stages skip) */
 static const v2_variant v2_variants[] = {
-    {"efficientnetv2_s", 24, 1280, 6,
-     {{V2_CN, 2, 3, 1, 1, 24}, {V2_ER, 4, 3, 2, 4, 48}, {V2_ER, 4, 3, 2, 4, 64}, {V2_IR, 6, 3, 2, 4, 128},
-      {V2_IR, 9, 3, 1, 6, 160}, {V2_IR, 15, 3, 2, 6, 256}}},
-    {"efficientnetv2_m", 24, 1280, 7,
-     {{V2_CN, 3, 3, 1, 1, 24}, {V2_ER, 5, 3, 2, 4, 48}, {V2_ER, 5, 3, 2, 4, 80}, {V2_IR, 7, 3, 2, 4, 160},
-      {V2_IR, 14, 3, 1, 6, 176}, {V2_IR, 18, 3, 2, 6, 304}, {V2_IR, 5, 3, 1, 6, 512}}},
-    {"efficientnetv2_l", 32, 1280, 7,
-     {{V2_CN, 4, 3, 1, 1, 32}, {V2_ER, 7, 3, 2, 4, 64}, {V2_ER, 7, 3, 2, 4, 96}, {V2_IR, 10, 3, 2, 4, 192},
-      {V2_IR, 19, 3, 1, 6, 224}, {V2_IR, 25, 3, 2, 6, 384}, {V2_IR, 7, 3, 1, 6, 640}}},
+    {"efficientnetv2_s",
+     24,
+     1280,
+     6,
+     {{V2_CN, 2, 3, 1, 1, 24},
+      {V2_ER, 4, 3, 2, 4, 48},
+      {V2_ER, 4, 3, 2, 4, 64},
+      {V2_IR, 6, 3, 2, 4, 128},
+      {V2_IR, 9, 3, 1, 6, 160},
+      {V2_IR, 15, 3, 2, 6, 256}}},
+    {"efficientnetv2_m",
+     24,
+     1280,
+     7,
+     {{V2_CN, 3, 3, 1, 1, 24},
+      {V2_ER, 5, 3, 2, 4, 48},
+      {V2_ER, 5, 3, 2, 4, 80},
+      {V2_IR, 7, 3, 2, 4, 160},
+      {V2_IR, 14, 3, 1, 6, 176},
+      {V2_IR, 18, 3, 2, 6, 304},
+      {V2_IR, 5, 3, 1, 6, 512}}},
+    {"efficientnetv2_l",
+     32,
+     1280,
+     7,
+     {{V2_CN, 4, 3, 1, 1, 32},
+      {V2_ER, 7, 3, 2, 4, 64},
+      {V2_ER, 7, 3, 2, 4, 96},
+      {V2_IR, 10, 3, 2, 4, 192},
+      {V2_IR, 19, 3, 1, 6, 224},
+      {V2_IR, 25, 3, 2, 6, 384},
+      {V2_IR, 7, 3, 1, 6, 640}}},
 };
 #define V2_NVARIANTS ((int)(sizeof v2_variants / sizeof v2_variants[0]))
 
 typedef struct v2_block {
     int type, cin, mid, cout, rd, skip;
-    nn_conv a; /* cn: the conv; er: conv_exp; ir: conv_pw */
-    nn_conv dw; /* ir only */
+    nn_conv a;   /* cn: the conv; er: conv_exp; ir: conv_pw */
+    nn_conv dw;  /* ir only */
     nn_conv pwl; /* er, ir */
     float *se_rw, *se_rb, *se_ew, *se_eb;
 } v2_block;
@@ -105,7 +129,8 @@ static void *v2_build(nn_loader *L, const char *arch, int in_chans)
     for (int s = 0; s < v->nstages; s++) m->nblocks += v->st[s].repeats;
     m->blocks = mc_calloc((size_t)m->nblocks, sizeof(v2_block));
     /* pads: symmetric k/2 for the PyTorch port; the TF port decides per input size at run time */
-    nn_conv_load(L, &m->stem, "conv_stem.weight", NULL, "bn1", eps, in_chans, v->stem, 3, 2, 1, 0, NN_ACT_SILU);
+    nn_conv_load(L, &m->stem, "conv_stem.weight", NULL, "bn1", eps, in_chans, v->stem, 3, 2, 1, 0,
+                 NN_ACT_SILU);
     int cin = v->stem, bi = 0;
     char pre[64], w[128], bn[128];
     for (int s = 0; s < v->nstages && !L->failed; s++) {
@@ -122,10 +147,12 @@ static void *v2_build(nn_loader *L, const char *arch, int in_chans)
             snprintf(bn, sizeof bn, "%s.bn1", pre);
             if (b->type == V2_CN) {
                 snprintf(w, sizeof w, "%s.conv.weight", pre);
-                nn_conv_load(L, &b->a, w, NULL, bn, eps, cin, st->cout, st->k, stride, st->k / 2, 0, NN_ACT_SILU);
+                nn_conv_load(L, &b->a, w, NULL, bn, eps, cin, st->cout, st->k, stride, st->k / 2, 0,
+                             NN_ACT_SILU);
             } else if (b->type == V2_ER) {
                 snprintf(w, sizeof w, "%s.conv_exp.weight", pre);
-                nn_conv_load(L, &b->a, w, NULL, bn, eps, cin, b->mid, st->k, stride, st->k / 2, 0, NN_ACT_SILU);
+                nn_conv_load(L, &b->a, w, NULL, bn, eps, cin, b->mid, st->k, stride, st->k / 2, 0,
+                             NN_ACT_SILU);
                 snprintf(w, sizeof w, "%s.conv_pwl.weight", pre);
                 snprintf(bn, sizeof bn, "%s.bn2", pre);
                 nn_conv_load(L, &b->pwl, w, NULL, bn, eps, b->mid, st->cout, 1, 1, 0, 0, NN_ACT_NONE);
@@ -137,7 +164,8 @@ static void *v2_build(nn_loader *L, const char *arch, int in_chans)
                 nn_conv_load(L, &b->a, w, NULL, bn, eps, cin, b->mid, 1, 1, 0, 0, NN_ACT_SILU);
                 snprintf(w, sizeof w, "%s.conv_dw.weight", pre);
                 snprintf(bn, sizeof bn, "%s.bn2", pre);
-                nn_conv_load(L, &b->dw, w, NULL, bn, eps, b->mid, b->mid, st->k, stride, st->k / 2, 1, NN_ACT_SILU);
+                nn_conv_load(L, &b->dw, w, NULL, bn, eps, b->mid, b->mid, st->k, stride, st->k / 2, 1,
+                             NN_ACT_SILU);
                 int drw[4] = {b->rd, b->mid, 1, 1}, drb[1] = {b->rd}, dew[4] = {b->mid, b->rd, 1, 1},
                     deb[1] = {b->mid};
                 b->se_rw = v2_copy(L, 4, drw, pre, "se.conv_reduce.weight");
@@ -175,7 +203,8 @@ static nn_tensor v2_dw_se(nn_ctx *ctx, const effnetv2 *m, const v2_block *b, nn_
     float *se_in = nn_ctx_alloc(ctx, (size_t)h.n * b->mid);
     float *se_mid = nn_ctx_alloc(ctx, (size_t)h.n * b->rd);
     float *gate = nn_ctx_alloc(ctx, (size_t)h.n * b->mid);
-    if (ctx->measure) ctx->macs += (double)nn_tensor_pixels(d) * b->mid * dw->k * dw->k + 2.0 * h.n * b->mid * b->rd;
+    if (ctx->measure)
+        ctx->macs += (double)nn_tensor_pixels(d) * b->mid * dw->k * dw->k + 2.0 * h.n * b->mid * b->rd;
     if (!ctx->measure) {
         const long hw = (long)d.h * d.w;
         for (int i = 0; i < h.n; i++) {
@@ -184,10 +213,10 @@ static nn_tensor v2_dw_se(nn_ctx *ctx, const effnetv2 *m, const v2_block *b, nn_
                       dw->stride, pad, d.h, d.w, NN_ACT_SILU, d.d + (size_t)i * hw * b->mid, csum);
             for (int c = 0; c < b->mid; c++) csum[c] /= (float)hw;
         }
-        nn_gemm_fused(h.n, b->rd, b->mid, se_in, b->mid, b->se_rw, b->mid, b->se_rb, NULL, 0, 0, NN_ACT_SILU, se_mid,
-                      b->rd);
-        nn_gemm_fused(h.n, b->mid, b->rd, se_mid, b->rd, b->se_ew, b->rd, b->se_eb, NULL, 0, 0, NN_ACT_SIGMOID, gate,
-                      b->mid);
+        nn_gemm_fused(h.n, b->rd, b->mid, se_in, b->mid, b->se_rw, b->mid, b->se_rb, NULL, 0, 0, NN_ACT_SILU,
+                      se_mid, b->rd);
+        nn_gemm_fused(h.n, b->mid, b->rd, se_mid, b->rd, b->se_ew, b->rd, b->se_eb, NULL, 0, 0,
+                      NN_ACT_SIGMOID, gate, b->mid);
         for (int i = 0; i < h.n; i++)
             nn_scale_channels(d.d + (size_t)i * hw * b->mid, hw, b->mid, gate + (size_t)i * b->mid);
     }
@@ -271,8 +300,10 @@ static int v2_detect(const nn_loader *L, char *name, size_t len, char *err)
         }
         return 0;
     }
-    mc_fail(err, "%s: EfficientNetV2 with %d stages is not a variant morphcat knows (it knows "
-                 "[tf_]efficientnetv2_s, _m, _l)", L->wf->path, ns);
+    mc_fail(err,
+            "%s: EfficientNetV2 with %d stages is not a variant morphcat knows (it knows "
+            "[tf_]efficientnetv2_s, _m, _l)",
+            L->wf->path, ns);
     return -2;
 }
 

@@ -1,11 +1,11 @@
 /* nn/arch_maxvit.c: timm 0.9.10 MaxViT (class MaxxVit) in its rw configurations (maxvit_tiny_rw_224 with a
  * learned relative-position table; maxvit_rmlp_* with the relative-position MLP and optional layer scales)
  * and its tf configurations (maxvit_*_tf_224: TF 'SAME' padding, BatchNorm eps 1e-3, tanh-GELU, key-minus-
- * query bias table, q/k/v in blocks, pool + LayerNorm + Linear + tanh head). Facts: ../shared/notes/encoders2.md.
- * Done once at load: batch norms (pre_norm too) folded into the MBConv convolutions, layer scales into the
- * projections, every relative-position bias (the MLP's included) expanded to a [heads][tokens][tokens]
- * matrix. Not here: the 'C'/'T' block types of CoAtNet and MaxxViT-V2, nor partition sizes other than the
- * one the weights were trained at. */
+ * query bias table, q/k/v in blocks, pool + LayerNorm + Linear + tanh head). Facts:
+ * ../shared/notes/encoders2.md. Done once at load: batch norms (pre_norm too) folded into the MBConv
+ * convolutions, layer scales into the projections, every relative-position bias (the MLP's included) expanded
+ * to a [heads][tokens][tokens] matrix. Not here: the 'C'/'T' block types of CoAtNet and MaxxViT-V2, nor
+ * partition sizes other than the one the weights were trained at. */
 #include <math.h>
 
 #include "nn/engine.h"
@@ -32,7 +32,14 @@ static const mx_variant mx_variants[] = {
     {"maxvit_tiny_rw_224", MX_RW, {64, 128, 256, 512}, {2, 2, 5, 2}, {32, 64}, 0, 7, MX_LS_NONE},
     {"maxvit_rmlp_tiny_rw_256", MX_RMLP, {64, 128, 256, 512}, {2, 2, 5, 2}, {32, 64}, 0, 8, MX_LS_NONE},
     {"maxvit_rmlp_small_rw_224", MX_RMLP, {96, 192, 384, 768}, {2, 2, 5, 2}, {32, 64}, 0, 7, MX_LS_REQUIRED},
-    {"maxvit_rmlp_base_rw_224", MX_RMLP, {96, 192, 384, 768}, {2, 6, 14, 2}, {32, 64}, 768, 7, MX_LS_IF_PRESENT},
+    {"maxvit_rmlp_base_rw_224",
+     MX_RMLP,
+     {96, 192, 384, 768},
+     {2, 6, 14, 2},
+     {32, 64},
+     768,
+     7,
+     MX_LS_IF_PRESENT},
     {"maxvit_tiny_tf_224", MX_TF, {64, 128, 256, 512}, {2, 2, 5, 2}, {64, 64}, 512, 7, MX_LS_NONE},
     {"maxvit_small_tf_224", MX_TF, {96, 192, 384, 768}, {2, 2, 5, 2}, {64, 64}, 768, 7, MX_LS_NONE},
     {"maxvit_base_tf_224", MX_TF, {96, 192, 384, 768}, {2, 6, 14, 2}, {64, 64}, 768, 7, MX_LS_NONE},
@@ -119,8 +126,8 @@ static int mx_fold_prenorm(nn_loader *L, nn_conv *cv, const char *pre, float eps
             free(s);
             free(t);
             L->failed = 1;
-            return mc_fail(L->err, "%s: key '%s%s.pre_norm.running_var' is negative at channel %d", L->wf->path,
-                           L->prefix, pre, i);
+            return mc_fail(L->err, "%s: key '%s%s.pre_norm.running_var' is negative at channel %d",
+                           L->wf->path, L->prefix, pre, i);
         }
         s[i] = (double)g[i] / sqrt((double)var[i] + (double)eps);
         t[i] = (double)b[i] - (double)mu[i] * s[i];
@@ -287,7 +294,7 @@ static int mx_attn_load(nn_loader *L, const maxvit *m, mx_attn *a, const char *p
 
 static void mx_attn_free(mx_attn *a)
 {
-    float *p[] = {a->ln1w, a->ln1b, a->ln2w, a->ln2b, a->qkv_w, a->qkv_b, a->proj_w,
+    float *p[] = {a->ln1w,   a->ln1b,  a->ln2w,  a->ln2b,  a->qkv_w, a->qkv_b, a->proj_w,
                   a->proj_b, a->fc1_w, a->fc1_b, a->fc2_w, a->fc2_b, a->bias};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
 }
@@ -331,8 +338,8 @@ static void *mx_build(nn_loader *L, const char *arch, int in_chans)
     m->tf = v->kind == MX_TF;
     m->ln_eps = m->tf ? 1e-5f : 1e-6f;
     const float bn_eps = m->tf ? 1e-3f : 1e-5f;
-    nn_conv_load(L, &m->stem1, "stem.conv1.weight", m->tf ? "stem.conv1.bias" : NULL, "stem.norm1", bn_eps, in_chans,
-                 v->stem[0], 3, 2, 1, 0, m->tf ? NN_ACT_NONE : NN_ACT_SILU);
+    nn_conv_load(L, &m->stem1, "stem.conv1.weight", m->tf ? "stem.conv1.bias" : NULL, "stem.norm1", bn_eps,
+                 in_chans, v->stem[0], 3, 2, 1, 0, m->tf ? NN_ACT_NONE : NN_ACT_SILU);
     nn_conv_load(L, &m->stem2, "stem.conv2.weight", m->tf ? "stem.conv2.bias" : NULL, NULL, 0.0f, v->stem[0],
                  v->stem[1], 3, 1, 1, 0, NN_ACT_NONE);
     int cin = v->stem[1];
@@ -400,8 +407,8 @@ static nn_tensor mx_mbconv_forward(nn_ctx *ctx, const maxvit *m, const mx_mbconv
     const nn_conv *dw = &b->dw;
     int pad = dw->pad;
     nn_tensor hp = m->tf ? nn_same_input(ctx, h, 3, dw->stride, &pad) : h;
-    nn_tensor d = nn_tensor_new(ctx, h.n, nn_conv_out(hp.h, 3, dw->stride, pad), nn_conv_out(hp.w, 3, dw->stride, pad),
-                                b->mid);
+    nn_tensor d = nn_tensor_new(ctx, h.n, nn_conv_out(hp.h, 3, dw->stride, pad),
+                                nn_conv_out(hp.w, 3, dw->stride, pad), b->mid);
     float *se_in = nn_ctx_alloc(ctx, (size_t)h.n * b->mid);
     float *se_mid = nn_ctx_alloc(ctx, (size_t)h.n * b->rd);
     float *gate = nn_ctx_alloc(ctx, (size_t)h.n * b->mid);
@@ -410,16 +417,16 @@ static nn_tensor mx_mbconv_forward(nn_ctx *ctx, const maxvit *m, const mx_mbconv
         const long hw = (long)d.h * d.w;
         for (int i = 0; i < h.n; i++) {
             float *di = d.d + (size_t)i * hw * b->mid;
-            nn_dwconv(hp.d + (size_t)i * hp.h * hp.w * hp.c, hp.h, hp.w, hp.c, dw->w, dw->b, 3, 3, dw->stride, pad,
-                      d.h, d.w, dw->act, di, NULL);
+            nn_dwconv(hp.d + (size_t)i * hp.h * hp.w * hp.c, hp.h, hp.w, hp.c, dw->w, dw->b, 3, 3, dw->stride,
+                      pad, d.h, d.w, dw->act, di, NULL);
             if (m->tf) nn_gelu_tanh_apply(di, (size_t)hw * b->mid);
             nn_mean_pixels(di, hw, b->mid, se_in + (size_t)i * b->mid);
         }
         /* SEModule: fc1 + SiLU (attn_act_layer, both configurations), fc2 + sigmoid */
-        nn_gemm_fused(h.n, b->rd, b->mid, se_in, b->mid, b->se_w1, b->mid, b->se_b1, NULL, 0, 0, NN_ACT_SILU, se_mid,
-                      b->rd);
-        nn_gemm_fused(h.n, b->mid, b->rd, se_mid, b->rd, b->se_w2, b->rd, b->se_b2, NULL, 0, 0, NN_ACT_SIGMOID, gate,
-                      b->mid);
+        nn_gemm_fused(h.n, b->rd, b->mid, se_in, b->mid, b->se_w1, b->mid, b->se_b1, NULL, 0, 0, NN_ACT_SILU,
+                      se_mid, b->rd);
+        nn_gemm_fused(h.n, b->mid, b->rd, se_mid, b->rd, b->se_w2, b->rd, b->se_b2, NULL, 0, 0,
+                      NN_ACT_SIGMOID, gate, b->mid);
         for (int i = 0; i < h.n; i++)
             nn_scale_channels(d.d + (size_t)i * hw * b->mid, hw, b->mid, gate + (size_t)i * b->mid);
     }
@@ -464,13 +471,13 @@ static void mx_attn_forward(nn_ctx *ctx, const maxvit *m, const mx_attn *a, nn_t
             nn_layernorm(t, rows, c, m->ln_eps, a->ln1w, a->ln1b);
             nn_gemm_fused(rows, 3 * c, c, t, c, a->qkv_w, c, a->qkv_b, NULL, 0, 0, NN_ACT_NONE, qkv, 3 * c);
             for (int i = 0; i < k; i++)
-                nn_attn_sets(qkv + (size_t)i * P * 3 * c, nsets, ntok, ip, a->heads, MX_DIM_HEAD, !m->tf, a->bias, scr,
-                             t + (size_t)i * P * c);
+                nn_attn_sets(qkv + (size_t)i * P * 3 * c, nsets, ntok, ip, a->heads, MX_DIM_HEAD, !m->tf,
+                             a->bias, scr, t + (size_t)i * P * c);
             nn_gemm_fused(rows, c, c, t, c, a->proj_w, c, a->proj_b, NULL, 0, 1, NN_ACT_NONE, xr, c);
             memcpy(t, xr, sizeof(float) * (size_t)rows * c);
             nn_layernorm(t, rows, c, m->ln_eps, a->ln2w, a->ln2b);
-            nn_gemm_fused(rows, hid, c, t, c, a->fc1_w, c, a->fc1_b, NULL, 0, 0, m->tf ? NN_ACT_NONE : NN_ACT_GELU, h,
-                          hid);
+            nn_gemm_fused(rows, hid, c, t, c, a->fc1_w, c, a->fc1_b, NULL, 0, 0,
+                          m->tf ? NN_ACT_NONE : NN_ACT_GELU, h, hid);
             if (m->tf) nn_gelu_tanh_apply(h, (size_t)rows * hid);
             nn_gemm_fused(rows, c, hid, h, hid, a->fc2_w, hid, a->fc2_b, NULL, 0, 1, NN_ACT_NONE, xr, c);
         }
@@ -496,7 +503,8 @@ static nn_tensor mx_forward(nn_ctx *ctx, const void *net, nn_tensor in)
             nn_tensor y = mx_mbconv_forward(ctx, m, &b->conv, x);
             nn_tensor_release(ctx, x);
             x = y;
-            if (x.h % v->window || x.w % v->window) { /* refused earlier by check_size; a size bug otherwise */
+            if (x.h % v->window ||
+                x.w % v->window) { /* refused earlier by check_size; a size bug otherwise */
                 MC_ASSERT(ctx->measure);
                 ctx->too_small = 1;
                 continue;
@@ -511,7 +519,9 @@ static nn_tensor mx_forward(nn_ctx *ctx, const void *net, nn_tensor in)
     if (!ctx->measure) {
         const long P = (long)x.h * x.w;
         if (!v->hidden) nn_layernorm(x.d, x.n * P, c, m->ln_eps, m->norm_w, m->norm_b); /* LN2d, then pool */
-        for (int i = 0; i < x.n; i++) nn_mean_pixels(x.d + (size_t)i * P * c, P, c, v->hidden ? pooled + (size_t)i * c : e.d + (size_t)i * c);
+        for (int i = 0; i < x.n; i++)
+            nn_mean_pixels(x.d + (size_t)i * P * c, P, c,
+                           v->hidden ? pooled + (size_t)i * c : e.d + (size_t)i * c);
         if (v->hidden) { /* NormMlpClassifierHead: pool, LN, Linear, tanh */
             nn_layernorm(pooled, x.n, c, m->ln_eps, m->norm_w, m->norm_b);
             nn_gemm_fused(x.n, D, c, pooled, c, m->pre_w, c, m->pre_b, NULL, 0, 0, NN_ACT_NONE, e.d, D);
@@ -534,16 +544,19 @@ static int mx_check_size(const void *net, const char *arch, int height, int widt
     const maxvit *m = net;
     const int side = 32 * m->v->window;
     if (height == side && width == side) return 0;
-    return mc_fail(err, "%s takes %dx%d inputs only (its %dx%d attention windows and grids must tile the 1/32-scale "
-                        "feature map, as timm builds it for these weights); got %dx%d",
-                   arch, side, side, m->v->window, m->v->window, height, width);
+    return mc_fail(
+        err,
+        "%s takes %dx%d inputs only (its %dx%d attention windows and grids must tile the 1/32-scale "
+        "feature map, as timm builds it for these weights); got %dx%d",
+        arch, side, side, m->v->window, m->v->window, height, width);
 }
 
 /* From the tensors: which relative-position kind, stem, dims, depths, head. */
 static int mx_detect(const nn_loader *L, char *name, size_t len, char *err)
 {
     int64_t sh[NN_WMAXDIM];
-    if (nn_peek(L, sh, "stem.conv1.weight") != 4 || nn_peek(L, NULL, "stages.0.blocks.0.attn_block.attn.qkv.weight") != 2)
+    if (nn_peek(L, sh, "stem.conv1.weight") != 4 ||
+        nn_peek(L, NULL, "stages.0.blocks.0.attn_block.attn.qkv.weight") != 2)
         return -1;
     int stem0 = (int)sh[0], kind, window = 0;
     int nd = nn_peek(L, sh, "stages.0.blocks.0.attn_block.attn.rel_pos.relative_position_bias_table");
@@ -566,8 +579,9 @@ static int mx_detect(const nn_loader *L, char *name, size_t len, char *err)
     const mx_variant *found = NULL;
     for (int i = 0; i < MX_NVARIANTS; i++) {
         const mx_variant *v = &mx_variants[i];
-        if (v->kind != kind || v->stem[0] != stem0 || v->hidden != hidden || memcmp(v->dims, dims, sizeof dims) ||
-            memcmp(v->depths, depths, sizeof depths) || (window && v->window != window))
+        if (v->kind != kind || v->stem[0] != stem0 || v->hidden != hidden ||
+            memcmp(v->dims, dims, sizeof dims) || memcmp(v->depths, depths, sizeof depths) ||
+            (window && v->window != window))
             continue;
         if (!found || (hint && !strcmp(hint, v->name))) found = v;
     }
@@ -575,8 +589,11 @@ static int mx_detect(const nn_loader *L, char *name, size_t len, char *err)
         snprintf(name, len, "%s", found->name);
         return 0;
     }
-    mc_fail(err, "%s: MaxViT with dims (%d, %d, %d, %d) and depths (%d, %d, %d, %d) is not a timm variant morphcat "
-                 "knows", L->wf->path, dims[0], dims[1], dims[2], dims[3], depths[0], depths[1], depths[2], depths[3]);
+    mc_fail(
+        err,
+        "%s: MaxViT with dims (%d, %d, %d, %d) and depths (%d, %d, %d, %d) is not a timm variant morphcat "
+        "knows",
+        L->wf->path, dims[0], dims[1], dims[2], dims[3], depths[0], depths[1], depths[2], depths[3]);
     return -2;
 }
 

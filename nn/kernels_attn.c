@@ -69,7 +69,8 @@ void nn_partition_window(int h, int w, int p, int *pix)
     for (int wy = 0; wy < ny; wy++)
         for (int wx = 0; wx < nx; wx++, s++)
             for (int a = 0; a < p; a++)
-                for (int b = 0; b < p; b++) pix[(size_t)s * p * p + a * p + b] = (wy * p + a) * w + wx * p + b;
+                for (int b = 0; b < p; b++)
+                    pix[(size_t)s * p * p + a * p + b] = (wy * p + a) * w + wx * p + b;
 }
 
 void nn_partition_grid(int h, int w, int p, int *pix)
@@ -80,7 +81,8 @@ void nn_partition_grid(int h, int w, int p, int *pix)
     for (int gy = 0; gy < gh; gy++)
         for (int gx = 0; gx < gw; gx++, s++)
             for (int a = 0; a < p; a++)
-                for (int b = 0; b < p; b++) pix[(size_t)s * p * p + a * p + b] = (a * gh + gy) * w + b * gw + gx;
+                for (int b = 0; b < p; b++)
+                    pix[(size_t)s * p * p + a * p + b] = (a * gh + gy) * w + b * gw + gx;
 }
 
 size_t nn_attn_scratch(int ntok, int heads, int dh)

@@ -1,7 +1,7 @@
 /* tests/unit/test_kernels_attn.c: the attention kernels (nn/kernels_attn.c) against plain double-precision
- * references written here: tanh-GELU over [-30, 30], row softmax, zero padding, 2x2 average pooling, the window
- * and grid partition orders (timm's view/permute written as index formulas), and multi-head attention over token
- * sets in both q/k/v layouts, with a bias. Tolerances are stated per check. */
+ * references written here: tanh-GELU over [-30, 30], row softmax, zero padding, 2x2 average pooling, the
+ * window and grid partition orders (timm's view/permute written as index formulas), and multi-head attention
+ * over token sets in both q/k/v layouts, with a bias. Tolerances are stated per check. */
 #include <math.h>
 
 #include "mc.h"
@@ -32,13 +32,14 @@ static void test_gelu_tanh(void)
     for (int i = -300000; i <= 300000; i++) {
         float x = (float)i * 1e-4f, y = x;
         nn_gelu_tanh_apply(&y, 1);
-        /* 0.5 x (1 + tanh(u)) written as x / (1 + e^{-2u}): in double, 1 + tanh(u) itself cancels below u ~ -18 */
+        /* 0.5 x (1 + tanh(u)) written as x / (1 + e^{-2u}): in double, 1 + tanh(u) itself cancels below u ~
+         * -18 */
         double r = x / (1.0 + exp(-2.0 * 0.7978845608028654 * (x + 0.044715 * (double)x * x * x)));
         double e = fabs(y - r) / fmax(fabs(r), 1e-30);
         if (fabs(r) > 1e-30 && e > worst) worst = e;
     }
-    /* u is a float: in the far negative tail e^{-2u} turns its rounding into ~2|u| ulp of relative error (u ~ -40
-     * where the value is ~1e-30), the same in torch's float evaluation */
+    /* u is a float: in the far negative tail e^{-2u} turns its rounding into ~2|u| ulp of relative error (u ~
+     * -40 where the value is ~1e-30), the same in torch's float evaluation */
     check(worst < 2e-5, "tanh-GELU relative error on [-30, 30] (step 1e-4)", worst, 2e-5);
 }
 
@@ -147,8 +148,9 @@ static void test_attention(int head_first)
                 }
             }
         }
-    check(worst < 1e-5, head_first ? "attention over grid sets, per-head [q k v] (rw): max abs error"
-                                   : "attention over grid sets, [q][k][v] blocks (tf): max abs error",
+    check(worst < 1e-5,
+          head_first ? "attention over grid sets, per-head [q k v] (rw): max abs error"
+                     : "attention over grid sets, [q][k][v] blocks (tf): max abs error",
           worst, 1e-5);
 }
 

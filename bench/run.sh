@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 SECONDS_PER=${MC_BENCH_SECONDS:-3}
 BATCHES=${MC_BENCH_BATCHES:-1 8 32}
-MODELS=${MC_BENCH_MODELS:-convnext_nano efficientnet_b0 resnet50}
+MODELS=${MC_BENCH_MODELS:-convnext_nano efficientnet_b0 resnet50 maxvit_rmlp_small_rw_224 tf_efficientnetv2_s}
+[ -f "${MC_SHARED:-../shared}/refdata/materialize.py" ] || MODELS=$(echo "$MODELS" | tr ' ' '\n' | grep -v -e maxvit -e efficientnetv2 | tr '\n' ' ')
 REPEATS=${MC_BENCH_REPEATS:-2}
 if [ -n "$MC_BENCH_CORETYPE" ]; then core=$MC_BENCH_CORETYPE
 elif grep -q avx512f /proc/cpuinfo; then core=SkylakeX
@@ -34,6 +35,11 @@ echo "bench: OPENBLAS_CORETYPE=$core, one thread per process, ${SECONDS_PER}s pe
 
 model_dir() {
     case $1 in
+    maxvit_rmlp_small_rw_224|tf_efficientnetv2_s) # the encoders2 goldens' weights, rebuilt once into build/
+        case $1 in maxvit_*) g=maxvit_rmlp_small_rw_224_st ;; *) g=$1 ;; esac
+        d=$out/models/$1
+        if [ ! -f "$d/config.json" ]; then $PY "$SHARED/refdata/materialize.py" "$SHARED/refdata/encoders2/$g" "$d"; fi
+        echo "$d"; return ;;
     convnext_nano|efficientnet_b0)
         if [ -f "$SHARED/refdata/encoders/$1/pytorch_model.bin" ]; then echo "$SHARED/refdata/encoders/$1"; return; fi ;;
     esac

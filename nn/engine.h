@@ -119,9 +119,16 @@ typedef struct nn_arch_ops {
      * family's; -2 when they are but match no known variant (message in err). */
     int (*detect)(const nn_loader *L, char *name, size_t len, char *err);
     int min_size;
+    /* Optional: the timm classifier's key stem when not the family default ("head.fc" for MaxViT). */
+    const char *classifier;
+    /* Optional: refuse an input size the network cannot take (-1, one line naming the sizes it accepts). */
+    int (*check_size)(const void *net, const char *arch, int height, int width, char *err);
 } nn_arch_ops;
 
 extern const nn_arch_ops nn_convnext_ops, nn_efficientnet_ops, nn_resnet_ops;
+extern const nn_arch_ops nn_maxvit_ops, nn_efficientnetv2_ops;
+int nn_maxvit_knows(const char *arch);
+int nn_efficientnetv2_knows(const char *arch);
 /* Whether the family knows this timm name (used to pick the family from config.json). */
 int nn_convnext_knows(const char *arch);
 int nn_efficientnet_knows(const char *arch);

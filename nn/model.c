@@ -29,14 +29,18 @@ struct nn_plan {
     nn_precision prec;
 };
 
-static const nn_arch_ops *const families[] = {&nn_convnext_ops, &nn_efficientnet_ops, &nn_resnet_ops};
+static const nn_arch_ops *const families[] = {&nn_convnext_ops, &nn_efficientnet_ops, &nn_resnet_ops,
+                                              &nn_maxvit_ops, &nn_efficientnetv2_ops};
 #define N_FAMILIES ((int)(sizeof families / sizeof families[0]))
 
 const char *nn_arch_names(void)
 {
     return "convnext_atto, convnext_femto, convnext_pico, convnext_nano, convnext_tiny, convnext_small, "
            "convnext_base, convnext_large, convnext_xlarge, efficientnet_b0, resnet18, resnet34, resnet50, "
-           "resnet101, resnet152";
+           "resnet101, resnet152, maxvit_tiny_rw_224, maxvit_rmlp_tiny_rw_256, maxvit_rmlp_small_rw_224, "
+           "maxvit_rmlp_base_rw_224, maxvit_tiny_tf_224, maxvit_small_tf_224, maxvit_base_tf_224, "
+           "maxvit_large_tf_224, efficientnetv2_s, efficientnetv2_m, efficientnetv2_l, tf_efficientnetv2_s, "
+           "tf_efficientnetv2_m, tf_efficientnetv2_l";
 }
 
 const char *nn_head_kind_name(nn_head_kind k)
@@ -55,6 +59,8 @@ static const nn_arch_ops *family_of(const char *arch)
     if (nn_convnext_knows(arch)) return &nn_convnext_ops;
     if (nn_efficientnet_knows(arch)) return &nn_efficientnet_ops;
     if (nn_resnet_knows(arch)) return &nn_resnet_ops;
+    if (nn_maxvit_knows(arch)) return &nn_maxvit_ops;
+    if (nn_efficientnetv2_knows(arch)) return &nn_efficientnetv2_ops;
     return NULL;
 }
 
@@ -215,7 +221,7 @@ int nn_model_load(const char *path, nn_model **out, char *err)
         }
         if (!arch[0]) {
             mc_fail(err, "%s: the tensors match no architecture morphcat knows (no stem keys of ConvNeXt, "
-                         "EfficientNet or ResNet%s)", wpath, L.prefix[0] ? ", after the prefix" : "");
+                         "EfficientNet, ResNet, MaxViT or EfficientNetV2%s)", wpath, L.prefix[0] ? ", after the prefix" : "");
             goto done;
         }
     }
@@ -225,10 +231,10 @@ int nn_model_load(const char *path, nn_model **out, char *err)
     L.arch = m->info.arch;
 
     /* input channels from the stem weights (greyscale repos have a true 1-channel stem) */
-    static const char *const stems[] = {"stem.0.weight", "conv_stem.weight", "conv1.weight"};
+    static const char *const stems[] = {"stem.0.weight", "conv_stem.weight", "conv1.weight", "stem.conv1.weight"};
     int64_t sh[NN_WMAXDIM];
     int in_chans = -1;
-    for (size_t i = 0; i < 3 && in_chans < 0; i++)
+    for (size_t i = 0; i < sizeof stems / sizeof stems[0] && in_chans < 0; i++)
         if (nn_peek(&L, sh, "%s", stems[i]) == 4) in_chans = (int)sh[1];
     if (in_chans != 1 && in_chans != 3) {
         if (in_chans < 0)
@@ -251,7 +257,8 @@ int nn_model_load(const char *path, nn_model **out, char *err)
             if (head_load(&L, m, "head.linear.weight", "head.linear.bias", NN_HEAD_SOFTMAX)) goto done;
         }
     } else {
-        const char *fc = !strcmp(m->info.family, "convnext") ? "head.fc"
+        const char *fc = m->ops->classifier                       ? m->ops->classifier
+                         : !strcmp(m->info.family, "convnext")     ? "head.fc"
                          : !strcmp(m->info.family, "efficientnet") ? "classifier" : "fc";
         char wk[64], bk[64];
         snprintf(wk, sizeof wk, "%s%s.weight", L.prefix, fc);
@@ -340,6 +347,7 @@ int nn_plan_init(const nn_model *m, int batch, int height, int width, nn_precisi
     if (height < 1 || width < 1 || height > 16384 || width > 16384)
         return mc_fail(err, "input size %dx%d is out of range", height, width);
     if (nn_precision_check(prec, err)) return -1;
+    if (m->ops->check_size && m->ops->check_size(m->net, m->info.arch, height, width, err)) return -1;
     nn_plan *p = mc_calloc(1, sizeof *p);
     p->m = m;
     p->batch = batch;

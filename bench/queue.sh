@@ -9,7 +9,7 @@ set -e
 cd "$(dirname "$0")/.."
 res=${1:-build/bench/queue.jsonl}
 mkdir -p build/bench
-RANKS=${MC_BENCH_QUEUE_RANKS:-16 64 256 512}
+RANKS=${MC_BENCH_QUEUE_RANKS:-16 64 256}
 BATCH=${MC_BENCH_QUEUE_BATCH_S:-0.05 0.5}
 UNITS=${MC_BENCH_QUEUE_UNITS:-20}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1

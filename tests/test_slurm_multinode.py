@@ -16,6 +16,7 @@ import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,10 @@ env["SLURM_CONF"] = os.path.join(cluster, "slurm.conf")
 env.update(OMPI_MCA_btl="self,vader,tcp", OMPI_MCA_btl_tcp_if_include=NET, OMPI_MCA_oob_tcp_if_include=NET,
            PMIX_MCA_ptl_tcp_if_include=NET, OMPI_MCA_mpi_yield_when_idle="1")
 made = []  # namespaces made, for the clean-up
+for b in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "srun", "ip", "nsenter", "unshare"):
+    if not shutil.which(b, path=SBIN):
+        print("FAIL: %s is not installed: tools/install-deps.sh installs slurm-wlm, munge and iproute2" % b)
+        sys.exit(1)
 
 
 def ip(*args, check=True):

@@ -1,13 +1,12 @@
 /* bench/bench_queue.c: the catalogue job's work queue (pipeline/work.c, the code `morphcat run` uses) at many
- * ranks, with the forward pass replaced by a timed sleep so that hundreds of oversubscribed ranks fit on a few
- * cores. The loop is `morphcat run`'s: up to two units in hand (the loader's two slots), mc_work_next while a
- * slot is free, the "batch", then mc_work_serve; rank 0 computes too.
- *   mpirun -n N bench_queue [--units-per-rank U] [--batch-seconds T] [--jitter J] [--label S]
- * Each batch sleeps T * (1 + J * u), u uniform in [-1, 1] (seeded per rank). Prints one JSON line (rank 0):
- * wall time against the ideal (all units' sleep / N), workers' idle share (1 - their sleeping / wall),
- * their time blocked waiting for an answer, rank 0's answer latency (mean, p50, p99 as histogram bin edges, max)
- * and serving time.
- * Not a test: it asserts nothing about speed. */
+ * ranks, with the forward pass replaced by a timed sleep so that hundreds of oversubscribed ranks fit on a
+ * few cores. The loop is `morphcat run`'s: up to two units in hand (the loader's two slots), mc_work_next
+ * while a slot is free, the "batch", then mc_work_serve; rank 0 computes too. mpirun -n N bench_queue
+ * [--units-per-rank U] [--batch-seconds T] [--jitter J] [--label S] Each batch sleeps T * (1 + J * u), u
+ * uniform in [-1, 1] (seeded per rank). Prints one JSON line (rank 0): wall time against the ideal (all
+ * units' sleep / N), workers' idle share (1 - their sleeping / wall), their time blocked waiting for an
+ * answer, rank 0's answer latency (mean, p50, p99 as histogram bin edges, max) and serving time. Not a test:
+ * it asserts nothing about speed. */
 #include <math.h>
 
 #include "pipeline/run.h"
@@ -71,8 +70,10 @@ int main(int argc, char **argv)
         while (!no_more && n_hand < 2) {
             mc_progress mine = {units, 0, units};
             int64_t u = mc_work_next(w, &mine);
-            if (u < 0) no_more = 1;
-            else hand[n_hand++] = u;
+            if (u < 0)
+                no_more = 1;
+            else
+                hand[n_hand++] = u;
         }
         if (n_hand == 0) break;
         hand[0] = hand[1];
@@ -105,11 +106,12 @@ int main(int argc, char **argv)
         printf("{\"bench\":\"queue\",\"label\":\"%s\",\"ranks\":%d,\"batch_s\":%.3f,\"units\":%lld,"
                "\"wall_s\":%.3f,\"ideal_s\":%.3f,\"efficiency\":%.4f,\"idle_pct\":%.2f,\"blocked_pct\":%.3f,"
                "\"waits_per_worker\":%.2f,\"units_min\":%.0f,\"units_max\":%.0f,\"requests\":%.0f,"
-               "\"latency_mean_ms\":%.3f,\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f,\"latency_max_ms\":%.3f,"
+               "\"latency_mean_ms\":%.3f,\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f,\"latency_max_ms\":%"
+               ".3f,"
                "\"serve_us_per_request\":%.2f,\"rank0_serve_pct\":%.3f}\n",
                arg_str(argc, argv, "--label", ""), size, T, (long long)n_units, wall, ideal, ideal / wall,
-               100.0 * (1 - (sum_busy - busy) / nw / wall), 100.0 * sums[1] / nw / wall, sums[2] / nw, min_units,
-               max_units, st.requests, 1e3 * st.latency_sum / (st.requests > 0 ? st.requests : 1),
+               100.0 * (1 - (sum_busy - busy) / nw / wall), 100.0 * sums[1] / nw / wall, sums[2] / nw,
+               min_units, max_units, st.requests, 1e3 * st.latency_sum / (st.requests > 0 ? st.requests : 1),
                1e3 * hist_quantile(st.latency_hist, st.requests, 0.5, st.latency_max),
                1e3 * hist_quantile(st.latency_hist, st.requests, 0.99, st.latency_max), 1e3 * st.latency_max,
                1e6 * st.serve_seconds / (st.requests > 0 ? st.requests : 1), 100.0 * st.serve_seconds / wall);

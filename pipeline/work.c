@@ -210,7 +210,8 @@ void mc_work_finish(mc_work *w)
             MPI_Status st;
             int flag = 0;
             MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQ, w->comm, &flag, &st);
-            if (flag) mc_work_serve(w);
+            if (flag)
+                mc_work_serve(w);
             else {
                 struct timespec ts = {0, 1000000};
                 nanosleep(&ts, NULL);

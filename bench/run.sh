@@ -8,8 +8,8 @@
 # depends on the values: torch 1.13's EfficientNet-B0 runs 2-8x slower on uniform noise than on galaxies,
 # and both flush subnormals). Then bench/pipeline.sh: the catalogue job's galaxies/s against the encoder
 # alone, and 2 ranks against 1; and bench/detect.sh: the clump detector (Faster R-CNN) against torchvision,
-# seconds per image; and bench/tables.sh: export and report on a million-row catalogue. Writes
-# build/bench/results.jsonl and prints the table.
+# seconds per image; bench/tables.sh: export and report on a million-row catalogue; and bench/queue.sh: the MPI
+# work queue at hundreds of ranks (build/bench/queue.txt). Writes build/bench/results.jsonl and prints the table.
 #
 # OpenBLAS core type: SkylakeX kernels on CPUs with AVX-512 (twice Haswell's sgemm there), else Haswell;
 # MC_BENCH_CORETYPE overrides. Both implementations run with the same one. Weights: the timm goldens in
@@ -93,4 +93,5 @@ done
 [ -n "$MC_BENCH_SKIP_PIPELINE" ] || sh bench/pipeline.sh "$res"
 [ -n "$MC_BENCH_SKIP_DETECT" ] || sh bench/detect.sh "$res"
 [ -n "$MC_BENCH_SKIP_TABLES" ] || sh bench/tables.sh "$res"
+[ -n "$MC_BENCH_SKIP_QUEUE" ] || sh bench/queue.sh build/bench/queue.jsonl | tee build/bench/queue.txt
 $PY bench/report.py "$res" | tee "$out/report.txt"

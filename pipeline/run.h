@@ -64,6 +64,17 @@ void mc_work_stop(mc_work *w);
 /* Rank 0: everybody's progress as last reported (its own included). */
 mc_progress mc_work_global(const mc_work *w, const mc_progress *mine);
 int64_t mc_work_total(const mc_work *w);
+/* What the queue measured so far (bench/bench_queue.c reports it). Latencies compare the requesting rank's
+ * clock with rank 0's: meaningful when both run on one host. */
+#define MC_WORK_HIST 24
+typedef struct mc_work_stats {
+    double requests;                   /* rank 0: requests answered */
+    double latency_sum, latency_max;   /* rank 0: seconds from a request's sending to its answer */
+    double latency_hist[MC_WORK_HIST]; /* rank 0: bin 0 < 10 us, bin b in [10 us * 2^(b-1), 10 us * 2^b) */
+    double serve_seconds;              /* rank 0: time spent receiving and answering requests */
+    double waits, wait_seconds;        /* others: times (and seconds) blocked in mc_work_next on an answer */
+} mc_work_stats;
+void mc_work_stats_get(const mc_work *w, mc_work_stats *out);
 /* Collective: serve until every rank has been told there is no more work, then free. */
 void mc_work_finish(mc_work *w);
 

@@ -8,10 +8,17 @@
 #define TAG_REQ 101
 #define TAG_REP 102
 #define MAX_CHUNK 16
+/* Rank 0 stops answering after this many empty probes in a row. One is not enough: a probe runs the MPI
+ * progress engine once, which takes in only part of a burst of requests (Open MPI 4.1, shared memory), so
+ * with 256 ranks the rest waited a whole batch more, again and again (bench/queue.sh: mean answer 1.4 s
+ * for 0.2 s batches, workers 67% idle; with 64, 0.10 s and 4%). 64 probes cost about 64 us per batch. */
+#define SERVE_MISSES 64
 
 typedef struct req_msg {
     double rows_done, rows_failed, units_done;
+    double t_sent; /* the sender's CLOCK_MONOTONIC: answer latency for mc_work_stats (same-host clocks) */
 } req_msg;
+#define REQ_DOUBLES 4
 
 struct mc_work {
     MPI_Comm comm;
@@ -31,6 +38,7 @@ struct mc_work {
     MPI_Request sreq, rreq;
     int no_more;  /* stop asking: rank 0 said so, or this rank is stopping */
     int got_zero; /* rank 0 has answered "nothing left" (what it counts to finish) */
+    mc_work_stats stats;
 };
 
 static int chunk_for(const mc_work *w)
@@ -75,28 +83,59 @@ int64_t mc_work_total(const mc_work *w)
 void mc_work_serve(mc_work *w)
 {
     if (w->rank != 0) return;
-    for (;;) {
+    for (int misses = 0;;) {
         int flag = 0;
         MPI_Status st;
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQ, w->comm, &flag, &st);
-        if (!flag) return;
+        if (!flag) {
+            if (++misses >= SERVE_MISSES) return;
+            continue;
+        }
+        misses = 0;
         req_msg r;
-        MPI_Recv(&r, 3, MPI_DOUBLE, st.MPI_SOURCE, TAG_REQ, w->comm, MPI_STATUS_IGNORE);
+        const double t0 = mc_now();
+        MPI_Recv(&r, REQ_DOUBLES, MPI_DOUBLE, st.MPI_SOURCE, TAG_REQ, w->comm, MPI_STATUS_IGNORE);
         w->reported[st.MPI_SOURCE] = (mc_progress){r.rows_done, r.rows_failed, r.units_done};
         int64_t rep[MAX_CHUNK + 1];
         int n = take(w, chunk_for(w), rep + 1);
         rep[0] = n;
         MPI_Send(rep, n + 1, MPI_INT64_T, st.MPI_SOURCE, TAG_REP, w->comm);
         if (n == 0) w->told_done++;
+        const double t1 = mc_now(), lat = t1 - r.t_sent;
+        mc_work_stats *s = &w->stats;
+        s->requests++;
+        s->serve_seconds += t1 - t0;
+        s->latency_sum += lat;
+        if (lat > s->latency_max) s->latency_max = lat;
+        int b = 0;
+        for (double edge = 1e-5; b < MC_WORK_HIST - 1 && lat >= edge; edge *= 2) b++;
+        s->latency_hist[b]++;
     }
 }
 
 static void post_request(mc_work *w, const mc_progress *mine)
 {
-    w->req = (req_msg){mine->rows_done, mine->rows_failed, mine->units_done};
+    w->req = (req_msg){mine->rows_done, mine->rows_failed, mine->units_done, mc_now()};
     MPI_Irecv(w->reply, MAX_CHUNK + 1, MPI_INT64_T, 0, TAG_REP, w->comm, &w->rreq);
-    MPI_Isend(&w->req, 3, MPI_DOUBLE, 0, TAG_REQ, w->comm, &w->sreq);
+    MPI_Isend(&w->req, REQ_DOUBLES, MPI_DOUBLE, 0, TAG_REQ, w->comm, &w->sreq);
     w->waiting = 1;
+}
+
+/* Wait for rank 0's answer without spinning: MPI_Wait busy-polls, which takes the core from this rank's own
+ * loader thread (it shares the core) and, with more ranks than cores, from rank 0 itself, which then answers
+ * everybody late (bench/queue.sh measured it: 256 ranks on 2 cores idled 67%). Test, then sleep 20 us
+ * doubling up to 1 ms: at most about 1 ms added to an answer that takes up to one batch anyway. */
+static void wait_reply(mc_work *w)
+{
+    long ns = 20000;
+    for (;;) {
+        int flag = 0;
+        MPI_Test(&w->rreq, &flag, MPI_STATUS_IGNORE);
+        if (flag) return;
+        struct timespec ts = {0, ns};
+        nanosleep(&ts, NULL);
+        if (ns < 1000000) ns *= 2;
+    }
 }
 
 static void absorb_reply(mc_work *w)
@@ -123,7 +162,10 @@ int64_t mc_work_next(mc_work *w, const mc_progress *mine)
     }
     if (w->q_len == 0 && !w->no_more) {
         if (!w->waiting) post_request(w, mine);
-        MPI_Wait(&w->rreq, MPI_STATUS_IGNORE);
+        const double t0 = mc_now();
+        wait_reply(w);
+        w->stats.waits++;
+        w->stats.wait_seconds += mc_now() - t0;
         absorb_reply(w);
     }
     if (w->q_len == 0) return -1;
@@ -154,6 +196,11 @@ mc_progress mc_work_global(const mc_work *w, const mc_progress *mine)
     return g;
 }
 
+void mc_work_stats_get(const mc_work *w, mc_work_stats *out)
+{
+    *out = w->stats;
+}
+
 void mc_work_finish(mc_work *w)
 {
     if (w->rank == 0) {
@@ -163,7 +210,8 @@ void mc_work_finish(mc_work *w)
             MPI_Status st;
             int flag = 0;
             MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQ, w->comm, &flag, &st);
-            if (flag) mc_work_serve(w);
+            if (flag)
+                mc_work_serve(w);
             else {
                 struct timespec ts = {0, 1000000};
                 nanosleep(&ts, NULL);
@@ -172,13 +220,13 @@ void mc_work_finish(mc_work *w)
     } else {
         /* drain an outstanding request, then ask until rank 0 says "nothing left", which it counts */
         if (w->waiting) {
-            MPI_Wait(&w->rreq, MPI_STATUS_IGNORE);
+            wait_reply(w);
             absorb_reply(w);
         }
         while (!w->got_zero) {
             mc_progress p = {0, 0, 0};
             post_request(w, &p);
-            MPI_Wait(&w->rreq, MPI_STATUS_IGNORE);
+            wait_reply(w);
             absorb_reply(w);
             /* units handed out now cannot be done (we are stopping): they stay pending for a resume */
             w->q_len = 0;

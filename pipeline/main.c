@@ -20,6 +20,11 @@ static const mc_command commands[] = {
     {"status", cmd_status, "what catalogues or a planned job hold: done, failed by reason, remaining, rate"},
     {"merge", cmd_merge, "combine per-job catalogues into one release catalogue, one row per galaxy"},
     {"rerun", cmd_rerun, "a data-release rerun: recompute only new or changed cutouts, carry the rest over"},
+    {"pca", cmd_pca, "principal components of catalogues' embeddings (fit, across MPI ranks), and projections (apply)"},
+    {"similar", cmd_similar, "exact nearest neighbours of query galaxies in a catalogue (the paper's similarity search)"},
+    {"anomalies", cmd_anomalies, "rank galaxies by anomaly: isolation forest, or a Gaussian process on interest labels"},
+    {"finetune", cmd_finetune, "a linear head on frozen features from a few labels (logistic or ridge), cross-validated"},
+    {"predict", cmd_predict, "apply a finetuned head to every ok row of a catalogue"},
     {"synth", cmd_synth, "generate a synthetic survey: FITS cutouts with WCS, a manifest, and a few broken files"},
 };
 

@@ -12,7 +12,7 @@ import numpy as np
 
 
 def write(path, rows, dim, dtype="float32", seed=0, rank=12, outliers=0, failed=0, chunk=100000, ids=None,
-          features=None):
+          features=None, outlier_scale=1.5):
     """Write the catalogue; returns (ids, status) as numpy arrays. features: an (rows, dim) array to store instead
     of the generated ones (small catalogues only). Planted outliers are the rows listed in the file's
     `planted_outliers` attribute (tests read it)."""
@@ -47,8 +47,8 @@ def write(path, rows, dim, dtype="float32", seed=0, rank=12, outliers=0, failed=
                 x = lat @ basis.astype(np.float32) + offset.astype(np.float32)
                 x += pool[rng.permutation(pool.shape[0])[:n]]
                 sel = planted[(planted >= r0) & (planted < r0 + n)] - r0
-                if len(sel):  # far along the low-variance directions: easy to isolate, not extreme in any one
-                    x[sel] += rng.normal(size=(len(sel), dim)).astype(np.float32) * 1.5
+                if len(sel):  # a random offset of outlier_scale per feature
+                    x[sel] += rng.normal(size=(len(sel), dim)).astype(np.float32) * outlier_scale
                 x[status[r0:r0 + n] != 1] = np.nan
             ds[r0:r0 + n] = x.astype(dtype)
     return ids, status

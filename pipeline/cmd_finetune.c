@@ -1,6 +1,7 @@
-/* pipeline/cmd_finetune.c: `morphcat finetune` (a linear head on the frozen features from a few hundred labels,
- * the paper's rings experiment, with stratified k-fold cross-validated accuracy) and `morphcat predict` (that head
- * on every ok row of a catalogue). The head is a JSON file. Not here: the fitting (science/linear.c). */
+/* pipeline/cmd_finetune.c: `morphcat finetune` (a linear head on the frozen features from a few hundred
+ * labels, the paper's rings experiment, with stratified k-fold cross-validated accuracy) and `morphcat
+ * predict` (that head on every ok row of a catalogue). The head is a JSON file. Not here: the fitting
+ * (science/linear.c). */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
@@ -11,16 +12,20 @@
 
 static void finetune_usage(FILE *f)
 {
-    fprintf(f, "usage: morphcat finetune --catalogue CAT.h5 --labels L.csv [--pca DIR] [--l2 C] [--regression]\n"
-               "                         [--folds K] --out HEAD.json\n"
-               "       morphcat predict --catalogue CAT.h5 --head HEAD.json [--pca DIR] --output OUT.csv\n\n"
-               "finetune: a linear classifier on the frozen features of the labelled ok rows (L.csv: id_str,label;\n"
-               "two or more classes): multinomial logistic regression, binary for two classes, as scikit-learn's\n"
-               "LogisticRegression(C) (--l2 C, default 1: inverse L2 strength, intercept not penalised). Prints the\n"
-               "stratified K-fold cross-validated accuracy (K = --folds, default 5, at most the smallest class).\n"
-               "--regression: ridge regression of a numeric label (sklearn Ridge(alpha=1/C)); prints CV R^2 and RMSE.\n"
-               "With --pca DIR the features are the PCA projection (the head remembers DIR).\n"
-               "predict: writes id_str,p_<class>... (or id_str,value) for every ok row.\n");
+    fprintf(
+        f,
+        "usage: morphcat finetune --catalogue CAT.h5 --labels L.csv [--pca DIR] [--l2 C] [--regression]\n"
+        "                         [--folds K] --out HEAD.json\n"
+        "       morphcat predict --catalogue CAT.h5 --head HEAD.json [--pca DIR] --output OUT.csv\n\n"
+        "finetune: a linear classifier on the frozen features of the labelled ok rows (L.csv: id_str,label;\n"
+        "two or more classes): multinomial logistic regression, binary for two classes, as scikit-learn's\n"
+        "LogisticRegression(C) (--l2 C, default 1: inverse L2 strength, intercept not penalised). Prints "
+        "the\n"
+        "stratified K-fold cross-validated accuracy (K = --folds, default 5, at most the smallest class).\n"
+        "--regression: ridge regression of a numeric label (sklearn Ridge(alpha=1/C)); prints CV R^2 and "
+        "RMSE.\n"
+        "With --pca DIR the features are the PCA projection (the head remembers DIR).\n"
+        "predict: writes id_str,p_<class>... (or id_str,value) for every ok row.\n");
 }
 
 typedef struct class_sort {
@@ -44,8 +49,10 @@ static int is_number(const char *s, double *v)
     return end != s && !*end && isfinite(*v);
 }
 
-/* Labels to class indices (classes sorted as sklearn's np.unique: numerically when every label is a number). */
-static int make_classes(const sci_labels *l, const char *path, double *y, char ***names, int *n_classes, char *err)
+/* Labels to class indices (classes sorted as sklearn's np.unique: numerically when every label is a number).
+ */
+static int make_classes(const sci_labels *l, const char *path, double *y, char ***names, int *n_classes,
+                        char *err)
 {
     sci_idset *set = sci_idset_init(16);
     numeric_classes = 1;
@@ -56,8 +63,11 @@ static int make_classes(const sci_labels *l, const char *path, double *y, char *
     }
     int K = (int)sci_idset_size(set);
     if (K < 2) {
-        mc_fail(err, "%s: %lld labels but only one class ('%s'): fewer classes than a classifier needs (two or more; "
-                     "--regression for a numeric label)", path, (long long)l->n, sci_idset_key(set, 0));
+        mc_fail(
+            err,
+            "%s: %lld labels but only one class ('%s'): fewer classes than a classifier needs (two or more; "
+            "--regression for a numeric label)",
+            path, (long long)l->n, sci_idset_key(set, 0));
         sci_idset_free(set);
         return -1;
     }
@@ -86,7 +96,8 @@ static void cross_validate(const float *x, const double *y, int64_t n, int d, in
     for (int64_t i = 0; i < n; i++) fold[i] = (int)(seen[regression ? 0 : (int)y[i]]++ % folds);
     free(seen);
     float *xt = mc_malloc(sizeof(float) * (size_t)n * d);
-    double *yt = mc_malloc(sizeof(double) * (size_t)n), *out = mc_malloc(sizeof(double) * (size_t)(K > 1 ? K : 1));
+    double *yt = mc_malloc(sizeof(double) * (size_t)n),
+           *out = mc_malloc(sizeof(double) * (size_t)(K > 1 ? K : 1));
     int64_t right = 0;
     double se = 0, ss = 0, ym = 0;
     for (int64_t i = 0; i < n; i++) ym += y[i] / (double)n;
@@ -129,22 +140,25 @@ static cJSON *json_array(const double *v, int n)
     return a;
 }
 
-static int write_head(const char *path, const sci_linear *h, char **names, const char *pca_dir, int64_t n_labels,
-                      int folds, double acc, double rmse, const char *cat, char *err)
+static int write_head(const char *path, const sci_linear *h, char **names, const char *pca_dir,
+                      int64_t n_labels, int folds, double acc, double rmse, const char *cat, char *err)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "morphcat_head", "linear-1");
     cJSON_AddStringToObject(o, "kind", h->regression ? "ridge" : "logistic");
     cJSON_AddNumberToObject(o, "C", h->C);
     cJSON_AddNumberToObject(o, "dim", h->d);
-    if (pca_dir) cJSON_AddStringToObject(o, "pca", pca_dir);
-    else cJSON_AddNullToObject(o, "pca");
+    if (pca_dir)
+        cJSON_AddStringToObject(o, "pca", pca_dir);
+    else
+        cJSON_AddNullToObject(o, "pca");
     if (!h->regression) {
         cJSON *c = cJSON_AddArrayToObject(o, "classes");
         for (int k = 0; k < h->n_classes; k++) cJSON_AddItemToArray(c, cJSON_CreateString(names[k]));
     }
     cJSON *coef = cJSON_AddArrayToObject(o, "coef");
-    for (int r = 0; r < h->rows; r++) cJSON_AddItemToArray(coef, json_array(h->coef + (size_t)r * h->d, h->d));
+    for (int r = 0; r < h->rows; r++)
+        cJSON_AddItemToArray(coef, json_array(h->coef + (size_t)r * h->d, h->d));
     cJSON_AddItemToObject(o, "intercept", json_array(h->intercept, h->rows));
     cJSON_AddNumberToObject(o, "n_labels", (double)n_labels);
     cJSON_AddNumberToObject(o, "cv_folds", folds);
@@ -155,7 +169,8 @@ static int write_head(const char *path, const sci_linear *h, char **names, const
     cJSON_Delete(o);
     FILE *f = fopen(path, "w");
     int rc = 0;
-    if (!f) rc = mc_fail(err, "%s: cannot be written: %s", path, strerror(errno));
+    if (!f)
+        rc = mc_fail(err, "%s: cannot be written: %s", path, strerror(errno));
     else {
         fputs(txt, f);
         fputc('\n', f);
@@ -167,10 +182,14 @@ static int write_head(const char *path, const sci_linear *h, char **names, const
 
 int cmd_finetune(int argc, char **argv)
 {
-    static const struct option opts[] = {{"catalogue", required_argument, 0, 'c'}, {"labels", required_argument, 0, 'l'},
-                                         {"pca", required_argument, 0, 'p'},       {"l2", required_argument, 0, 'C'},
-                                         {"regression", no_argument, 0, 'r'},      {"folds", required_argument, 0, 'k'},
-                                         {"out", required_argument, 0, 'o'},       {"help", no_argument, 0, 'h'},
+    static const struct option opts[] = {{"catalogue", required_argument, 0, 'c'},
+                                         {"labels", required_argument, 0, 'l'},
+                                         {"pca", required_argument, 0, 'p'},
+                                         {"l2", required_argument, 0, 'C'},
+                                         {"regression", no_argument, 0, 'r'},
+                                         {"folds", required_argument, 0, 'k'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *cat = NULL, *labels = NULL, *dir = NULL, *out = NULL;
     double C = 1.0;
@@ -178,19 +197,38 @@ int cmd_finetune(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': cat = optarg; break;
-        case 'l': labels = optarg; break;
-        case 'p': dir = optarg; break;
-        case 'C': C = atof(optarg); break;
-        case 'r': regression = 1; break;
-        case 'k': folds = atoi(optarg); break;
-        case 'o': out = optarg; break;
-        case 'h': finetune_usage(stdout); return MC_EXIT_OK;
-        default: finetune_usage(stderr); return MC_EXIT_USAGE;
+        case 'c':
+            cat = optarg;
+            break;
+        case 'l':
+            labels = optarg;
+            break;
+        case 'p':
+            dir = optarg;
+            break;
+        case 'C':
+            C = atof(optarg);
+            break;
+        case 'r':
+            regression = 1;
+            break;
+        case 'k':
+            folds = atoi(optarg);
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            finetune_usage(stdout);
+            return MC_EXIT_OK;
+        default:
+            finetune_usage(stderr);
+            return MC_EXIT_USAGE;
         }
     }
     if (!cat || !labels || !out || !(C > 0) || folds < 0 || optind != argc) {
-        fprintf(stderr, "morphcat: finetune: needs --catalogue, --labels and --out; --l2 C must be positive\n");
+        fprintf(stderr,
+                "morphcat: finetune: needs --catalogue, --labels and --out; --l2 C must be positive\n");
         return MC_EXIT_USAGE;
     }
     char err[MC_ERR_LEN];
@@ -245,12 +283,16 @@ int cmd_finetune(int argc, char **argv)
         }
         if (!rc) rc = write_head(out, &h, names, dir, l.n, kf >= 2 ? kf : 0, acc, rmse, cat, err);
         if (!rc) {
-            if (kf < 2) printf("finetune: no cross-validation (a class has a single label)\n");
-            else if (regression) printf("finetune: %d-fold cross-validated R^2 %.4f, RMSE %.6g\n", kf, acc, rmse);
-            else printf("finetune: %d-fold cross-validated accuracy %.4f\n", kf, acc);
+            if (kf < 2)
+                printf("finetune: no cross-validation (a class has a single label)\n");
+            else if (regression)
+                printf("finetune: %d-fold cross-validated R^2 %.4f, RMSE %.6g\n", kf, acc, rmse);
+            else
+                printf("finetune: %d-fold cross-validated accuracy %.4f\n", kf, acc);
             printf("finetune: %s on %lld labels (%d %s), %d features%s, C=%g: fit %.3f s, total %.2f s: %s\n",
-                   regression ? "ridge regression" : "logistic regression", (long long)l.n, regression ? 1 : K,
-                   regression ? "target" : "classes", d, dir ? " (PCA)" : "", C, fit_s, mc_now() - t0, out);
+                   regression ? "ridge regression" : "logistic regression", (long long)l.n,
+                   regression ? 1 : K, regression ? "target" : "classes", d, dir ? " (PCA)" : "", C, fit_s,
+                   mc_now() - t0, out);
         }
     }
     if (rc) fprintf(stderr, "morphcat: finetune: %s\n", err);
@@ -267,7 +309,8 @@ int cmd_finetune(int argc, char **argv)
     return rc ? MC_EXIT_FAIL : MC_EXIT_OK;
 }
 
-/* ---- predict -------------------------------------------------------------------------------------------- */
+/* ---- predict --------------------------------------------------------------------------------------------
+ */
 static int read_head(const char *path, sci_linear *h, char ***names, char **pca_dir, char *err)
 {
     memset(h, 0, sizeof *h);
@@ -301,7 +344,8 @@ static int read_head(const char *path, sci_linear *h, char ***names, char **pca_
         for (int r = 0; r < h->rows && ok; r++) {
             const cJSON *row = cJSON_GetArrayItem(coef, r);
             ok = cJSON_GetArraySize(row) == h->d;
-            for (int k = 0; k < h->d && ok; k++) h->coef[(size_t)r * h->d + k] = cJSON_GetArrayItem(row, k)->valuedouble;
+            for (int k = 0; k < h->d && ok; k++)
+                h->coef[(size_t)r * h->d + k] = cJSON_GetArrayItem(row, k)->valuedouble;
             h->intercept[r] = cJSON_GetArrayItem(icpt, r)->valuedouble;
         }
     }
@@ -323,20 +367,35 @@ static int read_head(const char *path, sci_linear *h, char ***names, char **pca_
 
 int cmd_predict(int argc, char **argv)
 {
-    static const struct option opts[] = {{"catalogue", required_argument, 0, 'c'}, {"head", required_argument, 0, 'H'},
-                                         {"pca", required_argument, 0, 'p'},       {"output", required_argument, 0, 'o'},
-                                         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    static const struct option opts[] = {{"catalogue", required_argument, 0, 'c'},
+                                         {"head", required_argument, 0, 'H'},
+                                         {"pca", required_argument, 0, 'p'},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *cat = NULL, *head = NULL, *dir = NULL, *out = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': cat = optarg; break;
-        case 'H': head = optarg; break;
-        case 'p': dir = optarg; break;
-        case 'o': out = optarg; break;
-        case 'h': finetune_usage(stdout); return MC_EXIT_OK;
-        default: finetune_usage(stderr); return MC_EXIT_USAGE;
+        case 'c':
+            cat = optarg;
+            break;
+        case 'H':
+            head = optarg;
+            break;
+        case 'p':
+            dir = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            finetune_usage(stdout);
+            return MC_EXIT_OK;
+        default:
+            finetune_usage(stderr);
+            return MC_EXIT_USAGE;
         }
     }
     if (!cat || !head || !out || optind != argc) {
@@ -356,15 +415,16 @@ int cmd_predict(int argc, char **argv)
     }
     int d = use_pca ? p.k : (cc ? sci_cat_dim(cc) : 0);
     if (!rc && d != h.d)
-        rc = mc_fail(err, "%s: the head takes %d features but %s gives %d (%s): mismatched PCA dimensions", head, h.d,
-                     cat, d, use_pca ? "its PCA projection" : "its raw embeddings");
+        rc = mc_fail(err, "%s: the head takes %d features but %s gives %d (%s): mismatched PCA dimensions",
+                     head, h.d, cat, d, use_pca ? "its PCA projection" : "its raw embeddings");
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
     FILE *f = NULL;
     if (!rc && !(f = fopen(tmp, "w"))) rc = mc_fail(err, "%s: cannot be written: %s", tmp, strerror(errno));
     int64_t n = 0;
     if (!rc) {
         fprintf(f, "id_str");
-        if (h.regression) fprintf(f, ",value");
+        if (h.regression)
+            fprintf(f, ",value");
         else
             for (int k = 0; k < h.n_classes; k++) fprintf(f, ",p_%s", names[k]);
         fprintf(f, "\n");
@@ -386,10 +446,13 @@ int cmd_predict(int argc, char **argv)
         sci_stream_close(&s);
     }
     if (f && fclose(f) && !rc) rc = mc_fail(err, "%s: cannot be written (disk full?)", tmp);
-    if (!rc && rename(tmp, out)) rc = mc_fail(err, "%s: cannot be renamed to %s: %s", tmp, out, strerror(errno));
+    if (!rc && rename(tmp, out))
+        rc = mc_fail(err, "%s: cannot be renamed to %s: %s", tmp, out, strerror(errno));
     if (f && rc) remove(tmp);
-    if (rc) fprintf(stderr, "morphcat: predict: %s\n", err);
-    else printf("predict: %lld ok rows: %s\n", (long long)n, out);
+    if (rc)
+        fprintf(stderr, "morphcat: predict: %s\n", err);
+    else
+        printf("predict: %lld ok rows: %s\n", (long long)n, out);
     if (names)
         for (int k = 0; k < h.n_classes; k++) free(names[k]);
     free(names);

@@ -9,13 +9,14 @@
 
 static void similar_usage(FILE *f)
 {
-    fprintf(f, "usage: morphcat similar --catalogue CAT.h5 --id ID[,ID...] [--k N] [--pca DIR]\n"
-               "                        [--metric euclidean|cosine|manhattan] [--output OUT.csv]\n\n"
-               "Exact nearest neighbours of each query galaxy among the catalogue's ok rows (the query itself\n"
-               "first), by one streamed pass. With --pca DIR (from `morphcat pca fit`) the search is on the\n"
-               "projection, the paper's default (10 components, Euclidean); without it, on the raw embeddings.\n"
-               "--k N: neighbours per query, the query included (default 8). CSV columns query_id,rank,id_str,\n"
-               "distance (rank from 1); to stdout without --output. --id may repeat.\n");
+    fprintf(f,
+            "usage: morphcat similar --catalogue CAT.h5 --id ID[,ID...] [--k N] [--pca DIR]\n"
+            "                        [--metric euclidean|cosine|manhattan] [--output OUT.csv]\n\n"
+            "Exact nearest neighbours of each query galaxy among the catalogue's ok rows (the query itself\n"
+            "first), by one streamed pass. With --pca DIR (from `morphcat pca fit`) the search is on the\n"
+            "projection, the paper's default (10 components, Euclidean); without it, on the raw embeddings.\n"
+            "--k N: neighbours per query, the query included (default 8). CSV columns query_id,rank,id_str,\n"
+            "distance (rank from 1); to stdout without --output. --id may repeat.\n");
 }
 
 /* Find each query's ok row in one pass over the id and status columns. */
@@ -34,16 +35,20 @@ static int find_queries(sci_cat *c, sci_idset *q, int64_t *row, char *err)
         for (int64_t i = 0; i < m; i++) {
             int64_t j = sci_idset_find(q, ids + i * w);
             if (j < 0 || row[j] >= 0) continue;
-            if (st[i] == MC_ROW_OK) row[j] = r0 + i;
-            else if (!failed_status[j]) failed_status[j] = st[i] ? st[i] : 255;
+            if (st[i] == MC_ROW_OK)
+                row[j] = r0 + i;
+            else if (!failed_status[j])
+                failed_status[j] = st[i] ? st[i] : 255;
         }
     }
     for (int64_t j = 0; j < nq && !rc; j++) {
         if (row[j] >= 0) continue;
         if (failed_status[j])
             rc = mc_fail(err, "%s: id_str '%s' is a row without an embedding (status %s)", sci_cat_path(c),
-                         sci_idset_key(q, j), failed_status[j] == 255 ? "pending" : mc_row_status_name(failed_status[j]));
-        else rc = mc_fail(err, "%s: unknown id: no row has id_str '%s'", sci_cat_path(c), sci_idset_key(q, j));
+                         sci_idset_key(q, j),
+                         failed_status[j] == 255 ? "pending" : mc_row_status_name(failed_status[j]));
+        else
+            rc = mc_fail(err, "%s: unknown id: no row has id_str '%s'", sci_cat_path(c), sci_idset_key(q, j));
     }
     free(ids);
     free(st);
@@ -53,38 +58,59 @@ static int find_queries(sci_cat *c, sci_idset *q, int64_t *row, char *err)
 
 int cmd_similar(int argc, char **argv)
 {
-    static const struct option opts[] = {{"catalogue", required_argument, 0, 'c'}, {"id", required_argument, 0, 'i'},
-                                         {"k", required_argument, 0, 'k'},         {"pca", required_argument, 0, 'p'},
-                                         {"metric", required_argument, 0, 'm'},    {"output", required_argument, 0, 'o'},
-                                         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    static const struct option opts[] = {{"catalogue", required_argument, 0, 'c'},
+                                         {"id", required_argument, 0, 'i'},
+                                         {"k", required_argument, 0, 'k'},
+                                         {"pca", required_argument, 0, 'p'},
+                                         {"metric", required_argument, 0, 'm'},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *cat = NULL, *dir = NULL, *out = NULL, *metric = "euclidean";
     int k = 8, c;
     sci_idset *q = sci_idset_init(16);
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': cat = optarg; break;
+        case 'c':
+            cat = optarg;
+            break;
         case 'i': {
             char *s = mc_strdup(optarg), *save = NULL;
             for (char *t = strtok_r(s, ",", &save); t; t = strtok_r(NULL, ",", &save)) sci_idset_add(q, t);
             free(s);
             break;
         }
-        case 'k': k = atoi(optarg); break;
-        case 'p': dir = optarg; break;
-        case 'm': metric = optarg; break;
-        case 'o': out = optarg; break;
-        case 'h': similar_usage(stdout); sci_idset_free(q); return MC_EXIT_OK;
-        default: similar_usage(stderr); sci_idset_free(q); return MC_EXIT_USAGE;
+        case 'k':
+            k = atoi(optarg);
+            break;
+        case 'p':
+            dir = optarg;
+            break;
+        case 'm':
+            metric = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            similar_usage(stdout);
+            sci_idset_free(q);
+            return MC_EXIT_OK;
+        default:
+            similar_usage(stderr);
+            sci_idset_free(q);
+            return MC_EXIT_USAGE;
         }
     }
-    sci_metric m = !strcmp(metric, "euclidean") ? SCI_METRIC_EUCLIDEAN
-                   : !strcmp(metric, "cosine")  ? SCI_METRIC_COSINE
+    sci_metric m = !strcmp(metric, "euclidean")   ? SCI_METRIC_EUCLIDEAN
+                   : !strcmp(metric, "cosine")    ? SCI_METRIC_COSINE
                    : !strcmp(metric, "manhattan") ? SCI_METRIC_MANHATTAN
                                                   : (sci_metric)-1;
     if (!cat || !sci_idset_size(q) || k < 1 || (int)m < 0 || optind != argc) {
-        fprintf(stderr, "morphcat: similar: needs --catalogue and --id; --k >= 1; --metric euclidean, cosine or "
-                        "manhattan\n");
+        fprintf(stderr,
+                "morphcat: similar: needs --catalogue and --id; --k >= 1; --metric euclidean, cosine or "
+                "manhattan\n");
         sci_idset_free(q);
         return MC_EXIT_USAGE;
     }
@@ -106,8 +132,10 @@ int cmd_similar(int argc, char **argv)
         qx = mc_malloc(sizeof(float) * (size_t)nq * d);
         for (int i = 0; i < nq && !rc; i++) {
             rc = sci_cat_read(cc, qrow[i], 1, raw, NULL, NULL, err);
-            if (dir) sci_pca_project(&p, raw, 1, qx + (size_t)i * d);
-            else memcpy(qx + (size_t)i * d, raw, sizeof(float) * (size_t)d);
+            if (dir)
+                sci_pca_project(&p, raw, 1, qx + (size_t)i * d);
+            else
+                memcpy(qx + (size_t)i * d, raw, sizeof(float) * (size_t)d);
         }
         free(raw);
     }
@@ -128,8 +156,9 @@ int cmd_similar(int argc, char **argv)
                         nb[(size_t)i * k + j].dist);
         if (f != stdout && fclose(f)) rc = mc_fail(err, "%s: cannot be written (disk full?)", out);
         if (!rc && out)
-            printf("similar: %d quer%s, %d neighbours each, %s on %s, in %.2f s: %s\n", nq, nq == 1 ? "y" : "ies", k,
-                   metric, dir ? "the PCA projection" : "the raw embeddings", mc_now() - t0, out);
+            printf("similar: %d quer%s, %d neighbours each, %s on %s, in %.2f s: %s\n", nq,
+                   nq == 1 ? "y" : "ies", k, metric, dir ? "the PCA projection" : "the raw embeddings",
+                   mc_now() - t0, out);
     }
     if (rc) fprintf(stderr, "morphcat: similar: %s\n", err);
     if (nb)

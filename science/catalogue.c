@@ -30,9 +30,12 @@ static int half_ready;
 static float half_to_float(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, m = h & 1023u, bits;
-    if (e == 31) bits = sign | 0x7f800000u | (m << 13);
-    else if (e) bits = sign | ((e + 112) << 23) | (m << 13);
-    else if (!m) bits = sign;
+    if (e == 31)
+        bits = sign | 0x7f800000u | (m << 13);
+    else if (e)
+        bits = sign | ((e + 112) << 23) | (m << 13);
+    else if (!m)
+        bits = sign;
     else {
         float v = (float)m / 16777216.0f; /* m * 2^-24 */
         return sign ? -v : v;
@@ -54,7 +57,8 @@ int sci_cat_open(const char *path, sci_cat **out, char *err)
     H5Pset_file_locking(fapl, 0, 1);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    if (f < 0) return mc_fail(err, "%s: cannot be opened as an HDF5 file (missing, not HDF5, or damaged)", path);
+    if (f < 0)
+        return mc_fail(err, "%s: cannot be opened as an HDF5 file (missing, not HDF5, or damaged)", path);
     sci_cat *c = mc_calloc(1, sizeof *c);
     c->file = f;
     c->feat = c->status = c->ids = c->feat_type = c->id_mem = -1;
@@ -77,7 +81,8 @@ int sci_cat_open(const char *path, sci_cat **out, char *err)
     c->rows = (int64_t)dims[0];
     if (H5Lexists(f, "embedding", H5P_DEFAULT) <= 0 || H5Lexists(f, "embedding/features", H5P_DEFAULT) <= 0) {
         sci_cat_close(c);
-        return mc_fail(err, "%s: has no embedding/features dataset (was the job run with --embedding none?)", path);
+        return mc_fail(err, "%s: has no embedding/features dataset (was the job run with --embedding none?)",
+                       path);
     }
     c->feat = H5Dopen2(f, "embedding/features", H5P_DEFAULT);
     sp = H5Dget_space(c->feat);
@@ -87,7 +92,8 @@ int sci_cat_open(const char *path, sci_cat **out, char *err)
     hid_t ft = H5Dget_type(c->feat);
     int is_float = H5Tget_class(ft) == H5T_FLOAT;
     size_t fsize = H5Tget_size(ft);
-    if (nd != 2 || (int64_t)dims[0] != c->rows || dims[1] < 1 || !is_float || (fsize != 2 && fsize != 4 && fsize != 8)) {
+    if (nd != 2 || (int64_t)dims[0] != c->rows || dims[1] < 1 || !is_float ||
+        (fsize != 2 && fsize != 4 && fsize != 8)) {
         H5Tclose(ft);
         sci_cat_close(c);
         return mc_fail(err, "%s: embedding/features is not a (%lld, D) float16/float32 array", path,
@@ -127,10 +133,22 @@ void sci_cat_close(sci_cat *c)
     free(c);
 }
 
-int64_t sci_cat_rows(const sci_cat *c) { return c->rows; }
-int sci_cat_dim(const sci_cat *c) { return c->dim; }
-size_t sci_cat_id_width(const sci_cat *c) { return c->id_width; }
-const char *sci_cat_path(const sci_cat *c) { return c->path; }
+int64_t sci_cat_rows(const sci_cat *c)
+{
+    return c->rows;
+}
+int sci_cat_dim(const sci_cat *c)
+{
+    return c->dim;
+}
+size_t sci_cat_id_width(const sci_cat *c)
+{
+    return c->id_width;
+}
+const char *sci_cat_path(const sci_cat *c)
+{
+    return c->path;
+}
 
 static int read_slab(hid_t ds, hid_t mt, int64_t row0, int64_t n, hsize_t cols, void *buf)
 {
@@ -190,7 +208,8 @@ int sci_cat_count_ok(sci_cat *c, int64_t *n_ok, char *err)
     return 0;
 }
 
-/* ---- streams -------------------------------------------------------------------------------------------- */
+/* ---- streams --------------------------------------------------------------------------------------------
+ */
 void sci_stream_open(sci_stream *s, sci_cat *c, const sci_pca *pca, int want_ids, int64_t first, int64_t end)
 {
     memset(s, 0, sizeof *s);
@@ -280,7 +299,8 @@ int sci_feature_moments(sci_cat *c, const sci_pca *pca, double *mu, double *sd, 
     return rc < 0 ? -1 : 0;
 }
 
-/* ---- id sets: open addressing on FNV-1a ------------------------------------------------------------------ */
+/* ---- id sets: open addressing on FNV-1a ------------------------------------------------------------------
+ */
 struct sci_idset {
     char **key;
     int64_t *slot; /* index into key, -1 empty */
@@ -332,9 +352,18 @@ int64_t sci_idset_add(sci_idset *s, const char *id)
     return s->n++;
 }
 
-int64_t sci_idset_find(const sci_idset *s, const char *id) { return *idset_probe(s, id); }
-int64_t sci_idset_size(const sci_idset *s) { return s->n; }
-const char *sci_idset_key(const sci_idset *s, int64_t i) { return s->key[i]; }
+int64_t sci_idset_find(const sci_idset *s, const char *id)
+{
+    return *idset_probe(s, id);
+}
+int64_t sci_idset_size(const sci_idset *s)
+{
+    return s->n;
+}
+const char *sci_idset_key(const sci_idset *s, int64_t i)
+{
+    return s->key[i];
+}
 
 void sci_idset_free(sci_idset *s)
 {
@@ -362,9 +391,12 @@ static void label_field(void *s, size_t len, void *data)
     char *v = mc_malloc(len + 1);
     memcpy(v, s, len);
     v[len] = 0;
-    if (p->field == 0) p->f0 = v;
-    else if (p->field == 1) p->f1 = v;
-    else free(v);
+    if (p->field == 0)
+        p->f0 = v;
+    else if (p->field == 1)
+        p->f1 = v;
+    else
+        free(v);
     p->field++;
 }
 
@@ -379,7 +411,8 @@ static void label_row(int c, void *data)
             mc_fail(p->err, "%s: line %lld: expected id_str,value", p->path, (long long)p->line);
         } else if (sci_idset_add(p->l->ids, p->f0) < 0) {
             p->failed = 1;
-            mc_fail(p->err, "%s: line %lld: id_str '%s' is labelled twice", p->path, (long long)p->line, p->f0);
+            mc_fail(p->err, "%s: line %lld: id_str '%s' is labelled twice", p->path, (long long)p->line,
+                    p->f0);
         } else {
             if (p->l->n == p->cap) {
                 p->cap = p->cap ? 2 * p->cap : 256;
@@ -441,8 +474,8 @@ void sci_labels_free(sci_labels *l)
     memset(l, 0, sizeof *l);
 }
 
-int sci_labels_gather(const sci_labels *l, const char *label_path, sci_cat *c, const sci_pca *pca, int64_t *row,
-                      float *x, char *err)
+int sci_labels_gather(const sci_labels *l, const char *label_path, sci_cat *c, const sci_pca *pca,
+                      int64_t *row, float *x, char *err)
 {
     for (int64_t i = 0; i < l->n; i++) row[i] = -1;
     sci_stream s;
@@ -459,12 +492,13 @@ int sci_labels_gather(const sci_labels *l, const char *label_path, sci_cat *c, c
     if (rc < 0) return -1;
     for (int64_t i = 0; i < l->n; i++)
         if (row[i] < 0)
-            return mc_fail(err, "%s: line %lld: id_str '%s' names no ok row of %s", label_path, (long long)l->line[i],
-                           sci_idset_key(l->ids, i), sci_cat_path(c));
+            return mc_fail(err, "%s: line %lld: id_str '%s' names no ok row of %s", label_path,
+                           (long long)l->line[i], sci_idset_key(l->ids, i), sci_cat_path(c));
     return 0;
 }
 
-/* ---- ranked output -------------------------------------------------------------------------------------- */
+/* ---- ranked output --------------------------------------------------------------------------------------
+ */
 typedef struct rank_item {
     double score;
     int64_t row;

@@ -62,8 +62,8 @@ static double gp_nlml(const double *theta, double *grad, void *vctx)
         for (int j = 0; j < n; j++) {
             double r2 = c->D2[(size_t)i * n + j], b = 1.0 + r2 / (2.0 * a * l * l), k = pow(b, -a);
             double m = c->alpha[i] * c->alpha[j] - c->Kinv[(size_t)i * n + j];
-            double dl = r2 / (l * l) * pow(b, -a - 1.0);                  /* dk / dlog l */
-            double da = k * (-a * log(b) + r2 / (2.0 * l * l * b));       /* dk / dlog a */
+            double dl = r2 / (l * l) * pow(b, -a - 1.0);            /* dk / dlog l */
+            double da = k * (-a * log(b) + r2 / (2.0 * l * l * b)); /* dk / dlog a */
             g[0] += m * dl;
             g[1] += m * da;
             if (i == j) g[2] += m * s;
@@ -114,8 +114,9 @@ int sci_gp_fit(sci_gp *g, const float *x, const double *y, int n, int d, const d
     if (bad) {
         free(c.K);
         free(c.alpha);
-        return mc_fail(err, "the Gaussian process kernel matrix is not positive definite (duplicate labelled rows "
-                            "with a noise level near 0?)");
+        return mc_fail(err,
+                       "the Gaussian process kernel matrix is not positive definite (duplicate labelled rows "
+                       "with a noise level near 0?)");
     }
     for (int i = 0; i < n; i++)
         for (int j = i + 1; j < n; j++) c.K[(size_t)i * n + j] = 0;
@@ -133,8 +134,8 @@ void sci_gp_predict(const sci_gp *g, const float *x, int64_t m, double *mean, do
     double *Ks = mc_malloc(sizeof(double) * (size_t)n * B), *z = mc_malloc(sizeof(double) * (size_t)d);
     for (int64_t b0 = 0; b0 < m; b0 += B) {
         int64_t nb = m - b0 < B ? m - b0 : B;
-        /* Ks (n, nb): the RQ kernel between training rows and this block (the white term is 0 off the training
-         * set, as sklearn's WhiteKernel with two arguments) */
+        /* Ks (n, nb): the RQ kernel between training rows and this block (the white term is 0 off the
+         * training set, as sklearn's WhiteKernel with two arguments) */
         for (int64_t r = 0; r < nb; r++) {
             for (int k = 0; k < d; k++) z[k] = ((double)x[(size_t)(b0 + r) * d + k] - g->mu[k]) / g->sd[k];
             for (int i = 0; i < n; i++) {
@@ -143,7 +144,8 @@ void sci_gp_predict(const sci_gp *g, const float *x, int64_t m, double *mean, do
                     double v = g->x[(size_t)i * d + k] - z[k];
                     r2 += v * v;
                 }
-                Ks[(size_t)i * nb + r] = pow(1.0 + r2 / (2.0 * g->alpha * g->length_scale * g->length_scale), -g->alpha);
+                Ks[(size_t)i * nb + r] =
+                    pow(1.0 + r2 / (2.0 * g->alpha * g->length_scale * g->length_scale), -g->alpha);
             }
         }
         for (int64_t r = 0; r < nb; r++) {
@@ -152,8 +154,8 @@ void sci_gp_predict(const sci_gp *g, const float *x, int64_t m, double *mean, do
             mean[b0 + r] = acc;
         }
         if (!sd) continue;
-        cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, n, (int)nb, 1.0, g->L, n, Ks,
-                    (int)nb);
+        cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, n, (int)nb, 1.0, g->L,
+                    n, Ks, (int)nb);
         for (int64_t r = 0; r < nb; r++) {
             double v = 0;
             for (int i = 0; i < n; i++) v += Ks[(size_t)i * nb + r] * Ks[(size_t)i * nb + r];

@@ -35,7 +35,8 @@ static int tree_add(if_tree *t)
     return t->n++;
 }
 
-static int grow(if_tree *t, const float *X, int d, int *idx, int n, int depth, int max_depth, sci_rng *r, int *feat)
+static int grow(if_tree *t, const float *X, int d, int *idx, int n, int depth, int max_depth, sci_rng *r,
+                int *feat)
 {
     int me = tree_add(t);
     t->node[me] = (if_node){-1, 0, -1, -1, n};
@@ -93,8 +94,9 @@ int sci_iforest_scores(sci_cat *c, const sci_pca *pca, int trees, uint64_t seed,
 {
     int64_t n_ok;
     if (sci_cat_count_ok(c, &n_ok, err)) return -1;
-    if (n_ok < 2) return mc_fail(err, "%s: %lld ok rows: an isolation forest needs two or more", sci_cat_path(c),
-                                 (long long)n_ok);
+    if (n_ok < 2)
+        return mc_fail(err, "%s: %lld ok rows: an isolation forest needs two or more", sci_cat_path(c),
+                       (long long)n_ok);
     int psi = n_ok < 256 ? (int)n_ok : 256, max_depth = (int)ceil(log2((double)psi));
     sci_rng r = {seed * 0x2545f4914f6cdd1dull + 1};
     /* each tree's psi distinct ok-row ordinals (Floyd's sampling), then one pass to fetch them */
@@ -125,7 +127,8 @@ int sci_iforest_scores(sci_cat *c, const sci_pca *pca, int trees, uint64_t seed,
     int64_t seen = 0, u = 0;
     while ((rc = sci_stream_next(&s, err)) == 1 && u < nu)
         for (int64_t i = 0; i < s.n; i++, seen++)
-            if (u < nu && uniq[u] == seen) memcpy(X + (size_t)u++ * d, s.x + (size_t)i * d, sizeof(float) * d);
+            if (u < nu && uniq[u] == seen)
+                memcpy(X + (size_t)u++ * d, s.x + (size_t)i * d, sizeof(float) * d);
     sci_stream_close(&s);
     if (rc < 0) {
         free(ord);

@@ -2,7 +2,8 @@
  * L2-regularised logistic regression as sklearn's LogisticRegression(C=C) with lbfgs: multinomial softmax for
  * three or more classes, one weight vector for two (sklearn fits binary problems that way), the intercept not
  * penalised; ridge regression (sklearn Ridge(alpha=1/C)) for a continuous label, by LAPACK's dposv on centred
- * normal equations. Minimised to a tight gradient tolerance. Not here: folds, files (pipeline/cmd_finetune.c). */
+ * normal equations. Minimised to a tight gradient tolerance. Not here: folds, files
+ * (pipeline/cmd_finetune.c). */
 #include <lapacke.h>
 #include <math.h>
 
@@ -65,8 +66,8 @@ static double lr_loss(const double *w, double *g, void *vctx)
     return f;
 }
 
-int sci_linear_fit(sci_linear *h, const float *x, const double *y, int64_t n, int d, int n_classes, int regression,
-                   double C, char *err)
+int sci_linear_fit(sci_linear *h, const float *x, const double *y, int64_t n, int d, int n_classes,
+                   int regression, double C, char *err)
 {
     memset(h, 0, sizeof *h);
     if (!(C > 0)) return mc_fail(err, "--l2 %g: C (the inverse regularisation strength) must be positive", C);

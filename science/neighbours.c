@@ -37,8 +37,8 @@ static int better(const sci_neighbour *a, double dist, int self, int64_t row)
     return a->row < row;
 }
 
-int sci_neighbours(sci_cat *c, const sci_pca *pca, sci_metric m, const float *q, const int64_t *query_row, int nq,
-                   int k, sci_neighbour *out, int *found, char *err)
+int sci_neighbours(sci_cat *c, const sci_pca *pca, sci_metric m, const float *q, const int64_t *query_row,
+                   int nq, int k, sci_neighbour *out, int *found, char *err)
 {
     sci_stream s;
     sci_stream_open(&s, c, pca, 1, 0, -1);
@@ -60,8 +60,8 @@ int sci_neighbours(sci_cat *c, const sci_pca *pca, sci_metric m, const float *q,
                 double dist = self ? 0.0 : distance(m, x, q + (size_t)i * d, qn[i], d);
                 sci_neighbour *l = out + (size_t)i * k;
                 int n = found[i];
-                if (n == k && !better(&(sci_neighbour){dist, s.row[r], self, NULL}, l[k - 1].dist, l[k - 1].self,
-                                      l[k - 1].row))
+                if (n == k && !better(&(sci_neighbour){dist, s.row[r], self, NULL}, l[k - 1].dist,
+                                      l[k - 1].self, l[k - 1].row))
                     continue;
                 /* insertion into the sorted list, the worst falling off the end */
                 int at = n < k ? n : k - 1;

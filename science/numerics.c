@@ -16,7 +16,8 @@ static void clamp(double *x, int n, const double *lo, const double *hi)
 }
 
 /* variables at a bound whose gradient pushes them outward are held fixed this iteration */
-static void mask_active(const double *x, const double *g, int n, const double *lo, const double *hi, double *gm)
+static void mask_active(const double *x, const double *g, int n, const double *lo, const double *hi,
+                        double *gm)
 {
     for (int i = 0; i < n; i++) {
         gm[i] = g[i];
@@ -29,7 +30,8 @@ int sci_lbfgs(sci_objective fg, void *ctx, double *x, int n, const double *lo, c
               double gtol, double *fmin)
 {
     size_t sz = sizeof(double) * (size_t)n;
-    double *g = mc_malloc(sz), *gm = mc_malloc(sz), *p = mc_malloc(sz), *xn = mc_malloc(sz), *gn = mc_malloc(sz);
+    double *g = mc_malloc(sz), *gm = mc_malloc(sz), *p = mc_malloc(sz), *xn = mc_malloc(sz),
+           *gn = mc_malloc(sz);
     double *S = mc_malloc(sz * LBFGS_M), *Y = mc_malloc(sz * LBFGS_M), rho[LBFGS_M], al[LBFGS_M];
     clamp(x, n, lo, hi);
     double f = fg(x, g, ctx);

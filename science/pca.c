@@ -24,9 +24,10 @@ int sci_pca_fit(MPI_Comm comm, sci_cat *const *cats, int n_cats, int k, sci_pca 
     int D = sci_cat_dim(cats[0]);
     for (int i = 1; i < n_cats; i++)
         if (sci_cat_dim(cats[i]) != D)
-            return mc_fail(err, "%s: %d-D embeddings, but %s has %d-D: PCA needs one dimension", sci_cat_path(cats[i]),
-                           sci_cat_dim(cats[i]), sci_cat_path(cats[0]), D);
-    if (k < 1 || k > D) return mc_fail(err, "--components %d: must be between 1 and the embedding's %d", k, D);
+            return mc_fail(err, "%s: %d-D embeddings, but %s has %d-D: PCA needs one dimension",
+                           sci_cat_path(cats[i]), sci_cat_dim(cats[i]), sci_cat_path(cats[0]), D);
+    if (k < 1 || k > D)
+        return mc_fail(err, "--components %d: must be between 1 and the embedding's %d", k, D);
     /* the shift: mean of the first chunk holding ok rows of the first catalogues (rank 0, broadcast) */
     double *shift = mc_calloc((size_t)D, sizeof(double));
     int rc = 0;
@@ -107,8 +108,8 @@ int sci_pca_fit(MPI_Comm comm, sci_cat *const *cats, int n_cats, int k, sci_pca 
             S[(size_t)a * D + b] = (S[(size_t)a * D + b] - (double)n * s1[a] * s1[b]) / (double)(n - 1);
     double *w = mc_malloc(sizeof(double) * (size_t)D), *z = mc_malloc(sizeof(double) * (size_t)D * k);
     lapack_int found = 0, *isuppz = mc_malloc(sizeof(lapack_int) * 2 * (size_t)D);
-    lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', D, S, D, 0, 0, D - k + 1, D, 0.0, &found, w, z,
-                                     k, isuppz);
+    lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', D, S, D, 0, 0, D - k + 1, D, 0.0,
+                                     &found, w, z, k, isuppz);
     free(isuppz);
     MC_ASSERT(info == 0 && found == k); /* a symmetric matrix of finite numbers always decomposes */
     p->k = k;
@@ -140,7 +141,8 @@ int sci_pca_fit(MPI_Comm comm, sci_cat *const *cats, int n_cats, int k, sci_pca 
 
 int sci_pca_write(const char *dir, const sci_pca *p, char *err)
 {
-    if (mkdir(dir, 0777) && errno != EEXIST) return mc_fail(err, "%s: cannot create the folder: %s", dir, strerror(errno));
+    if (mkdir(dir, 0777) && errno != EEXIST)
+        return mc_fail(err, "%s: cannot create the folder: %s", dir, strerror(errno));
     char path[4200];
     int64_t shape[2] = {p->k, p->d};
     snprintf(path, sizeof path, "%s/components.npy", dir);
@@ -194,8 +196,10 @@ fail:
 int sci_pca_check(const sci_pca *p, const char *dir, const sci_cat *c, char *err)
 {
     if (p->d != sci_cat_dim(c))
-        return mc_fail(err, "%s/components.npy: (%d, %d) components, but %s has %d-D embeddings: mismatched PCA "
-                            "dimensions", dir, p->k, p->d, sci_cat_path(c), sci_cat_dim(c));
+        return mc_fail(err,
+                       "%s/components.npy: (%d, %d) components, but %s has %d-D embeddings: mismatched PCA "
+                       "dimensions",
+                       dir, p->k, p->d, sci_cat_path(c), sci_cat_dim(c));
     return 0;
 }
 
@@ -210,8 +214,8 @@ void sci_pca_free(sci_pca *p)
 void sci_pca_project(const sci_pca *p, const float *x, int64_t n, float *y)
 {
     /* y = x C^T - (mean C^T): the centring as one row subtracted after the product */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, p->k, p->d, 1.0f, x, p->d, p->components, p->d, 0.0f, y,
-                p->k);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, p->k, p->d, 1.0f, x, p->d, p->components,
+                p->d, 0.0f, y, p->k);
     float mc[4096], *m = p->k <= 4096 ? mc : mc_malloc(sizeof(float) * (size_t)p->k);
     for (int j = 0; j < p->k; j++) {
         double acc = 0;
@@ -223,7 +227,8 @@ void sci_pca_project(const sci_pca *p, const float *x, int64_t n, float *y)
     if (m != mc) free(m);
 }
 
-int sci_pca_apply(sci_cat *c, const sci_pca *p, const char *pca_dir, const char *out, int64_t *n_out, char *err)
+int sci_pca_apply(sci_cat *c, const sci_pca *p, const char *pca_dir, const char *out, int64_t *n_out,
+                  char *err)
 {
     int64_t n_ok;
     if (sci_cat_count_ok(c, &n_ok, err)) return -1;
@@ -233,7 +238,8 @@ int sci_pca_apply(sci_cat *c, const sci_pca *p, const char *pca_dir, const char 
     if (f < 0) return mc_fail(err, "%s: cannot be created", tmp);
     int rc = 0;
     rc |= io_h5_attr_put_str(f, "layout", "morphcat-catalogue-1");
-    rc |= io_h5_attr_put_str(f, "content", "pca projection: embedding/features = (features - mean) @ components.T");
+    rc |= io_h5_attr_put_str(f, "content",
+                             "pca projection: embedding/features = (features - mean) @ components.T");
     rc |= io_h5_attr_put_str(f, "projected_from", sci_cat_path(c));
     rc |= io_h5_attr_put_str(f, "pca", pca_dir);
     rc |= io_h5_attr_put_str(f, "embedding_dtype", "float32");
@@ -279,8 +285,10 @@ int sci_pca_apply(sci_cat *c, const sci_pca *p, const char *pca_dir, const char 
         H5Sclose(ms2);
         at += s.n;
     }
-    if (r < 0) rc = -1;
-    else if (rc) mc_fail(err, "%s: cannot write the projection (disk full?)", tmp);
+    if (r < 0)
+        rc = -1;
+    else if (rc)
+        mc_fail(err, "%s: cannot write the projection (disk full?)", tmp);
     sci_stream_close(&s);
     free(ones);
     hid_t ids[] = {d_id, d_st, d_x};
@@ -294,7 +302,8 @@ int sci_pca_apply(sci_cat *c, const sci_pca *p, const char *pca_dir, const char 
     H5Tclose(tid);
     H5Tclose(mid);
     if (H5Fclose(f) < 0 && !rc) rc = mc_fail(err, "%s: cannot be closed (disk full?)", tmp);
-    if (!rc && rename(tmp, out)) rc = mc_fail(err, "%s: cannot be renamed to %s: %s", tmp, out, strerror(errno));
+    if (!rc && rename(tmp, out))
+        rc = mc_fail(err, "%s: cannot be renamed to %s: %s", tmp, out, strerror(errno));
     if (rc) remove(tmp);
     *n_out = at;
     return rc ? -1 : 0;

@@ -47,7 +47,8 @@ void sci_pca_free(sci_pca *p);
 void sci_pca_project(const sci_pca *p, const float *x, int64_t n, float *y);
 /* A projected catalogue (pca apply): the ok rows' id_str, status 1 and embedding/features (n, k) float32,
  * readable by sci_cat_open (so every command takes it as --catalogue). */
-int sci_pca_apply(sci_cat *c, const sci_pca *p, const char *pca_dir, const char *out, int64_t *n_out, char *err);
+int sci_pca_apply(sci_cat *c, const sci_pca *p, const char *pca_dir, const char *out, int64_t *n_out,
+                  char *err);
 
 /* ---- streaming the ok rows ---------------------------------------------------------------------------- */
 typedef struct sci_stream {
@@ -57,12 +58,12 @@ typedef struct sci_stream {
     int want_ids;
     int64_t next_row, end_row, chunk;
     /* the current chunk: its ok rows only */
-    int64_t n;         /* ok rows in it */
-    int64_t *row;      /* their catalogue rows */
-    float *x;          /* (n, dim) */
-    char *ids;         /* (n, id_width) when want_ids */
+    int64_t n;    /* ok rows in it */
+    int64_t *row; /* their catalogue rows */
+    float *x;     /* (n, dim) */
+    char *ids;    /* (n, id_width) when want_ids */
     size_t id_width;
-    float *raw;        /* (chunk, catalogue dim) */
+    float *raw; /* (chunk, catalogue dim) */
     uint8_t *status;
     char *raw_ids;
 } sci_stream;
@@ -96,8 +97,8 @@ int sci_labels_read(const char *path, sci_labels *l, char *err);
 void sci_labels_free(sci_labels *l);
 /* Find every label's ok row in c (row[i]) and read its features into x (n, dim; stream's features).
  * A label naming no ok row is an error naming the id and the line. */
-int sci_labels_gather(const sci_labels *l, const char *label_path, sci_cat *c, const sci_pca *pca, int64_t *row,
-                      float *x, char *err);
+int sci_labels_gather(const sci_labels *l, const char *label_path, sci_cat *c, const sci_pca *pca,
+                      int64_t *row, float *x, char *err);
 
 /* ---- ranked output ------------------------------------------------------------------------------------ */
 /* Write `rank,id_str,score` lines (rank from 1) for rows sorted by score, highest first (ties by row):
@@ -115,13 +116,13 @@ typedef struct sci_neighbour {
 } sci_neighbour;
 /* Exact k nearest ok rows of each query (q features, nq x dim), in one pass; query_row[i] is the query's own
  * row (listed first). out: nq * k entries, best first (fewer when the catalogue is smaller: *found). */
-int sci_neighbours(sci_cat *c, const sci_pca *pca, sci_metric m, const float *q, const int64_t *query_row, int nq,
-                   int k, sci_neighbour *out, int *found, char *err);
+int sci_neighbours(sci_cat *c, const sci_pca *pca, sci_metric m, const float *q, const int64_t *query_row,
+                   int nq, int k, sci_neighbour *out, int *found, char *err);
 
 /* ---- isolation forest (Liu, Ting & Zhou 2008, as sklearn's IsolationForest) --------------------------- */
 /* Anomaly score s = 2^(-E[h(x)]/c(psi)) of every ok row (higher: more anomalous), psi = min(256, n). */
-int sci_iforest_scores(sci_cat *c, const sci_pca *pca, int trees, uint64_t seed, int64_t **row, double **score,
-                       int64_t *n, char *err);
+int sci_iforest_scores(sci_cat *c, const sci_pca *pca, int trees, uint64_t seed, int64_t **row,
+                       double **score, int64_t *n, char *err);
 
 /* ---- Gaussian process: RationalQuadratic + WhiteKernel (sklearn's GaussianProcessRegressor) ----------- */
 typedef struct sci_gp {
@@ -132,8 +133,8 @@ typedef struct sci_gp {
     double *L, *a;                     /* Cholesky factor of K, K^-1 y */
     double *mu, *sd;                   /* standardisation of the features (StandardScaler on all ok rows) */
 } sci_gp;
-/* Fit to n labelled rows (x: n x d raw features, standardised with mu/sd). optimise: maximise the log marginal
- * likelihood from the given hyperparameters (L-BFGS in log space, bounds 1e-5..1e5, as sklearn). */
+/* Fit to n labelled rows (x: n x d raw features, standardised with mu/sd). optimise: maximise the log
+ * marginal likelihood from the given hyperparameters (L-BFGS in log space, bounds 1e-5..1e5, as sklearn). */
 int sci_gp_fit(sci_gp *g, const float *x, const double *y, int n, int d, const double *mu, const double *sd,
                int optimise, char *err);
 /* Mean and standard deviation (noise included, as sklearn's predict(return_std=True)) of m raw rows. */
@@ -157,8 +158,8 @@ typedef struct sci_linear {
 /* Fit on n rows (x: n x d, y: class index 0..n_classes-1, or the value for ridge). Logistic: minimise
  * 0.5 |W|^2 + C sum -log p(y_i) (binary: one weight vector, as sklearn; intercept not penalised). Ridge:
  * |y - Xw - b|^2 + |w|^2 / C. */
-int sci_linear_fit(sci_linear *h, const float *x, const double *y, int64_t n, int d, int n_classes, int regression,
-                   double C, char *err);
+int sci_linear_fit(sci_linear *h, const float *x, const double *y, int64_t n, int d, int n_classes,
+                   int regression, double C, char *err);
 /* Probabilities (m x n_classes) or values (m). */
 void sci_linear_predict(const sci_linear *h, const float *x, int64_t m, double *out);
 void sci_linear_free(sci_linear *h);

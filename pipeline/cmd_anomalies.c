@@ -124,7 +124,11 @@ static int gp_rank(sci_cat *cc, const sci_pca *pca, const char *labels_path, int
     rc = r < 0 ? -1 : 0;
     if (!rc && next > 0) {
         fprintf(f, "rank,id_str,score\n");
-        for (int i = 0; i < ntop; i++) fprintf(f, "%d,%s,%.9g\n", i + 1, top[i].id, top[i].score);
+        for (int i = 0; i < ntop; i++) {
+            fprintf(f, "%d,", i + 1);
+            sci_csv_id(f, top[i].id);
+            fprintf(f, ",%.9g\n", top[i].score);
+        }
         printf("anomalies: the %d unlabelled galaxies with the highest expected improvement (best label %g, "
                "tradeoff %g)\n",
                ntop, best, tradeoff);

@@ -435,7 +435,7 @@ int cmd_predict(int argc, char **argv)
         while ((r = sci_stream_next(&s, err)) == 1) {
             sci_linear_predict(&h, s.x, s.n, o);
             for (int64_t i = 0; i < s.n; i++) {
-                fputs(s.ids + i * s.id_width, f);
+                sci_csv_id(f, s.ids + i * s.id_width);
                 for (int k = 0; k < cols; k++) fprintf(f, ",%.9g", o[(size_t)i * cols + k]);
                 fputc('\n', f);
             }

@@ -151,9 +151,12 @@ int cmd_similar(int argc, char **argv)
     if (!rc) {
         fprintf(f, "query_id,rank,id_str,distance\n");
         for (int i = 0; i < nq; i++)
-            for (int j = 0; j < found[i]; j++)
-                fprintf(f, "%s,%d,%s,%.9g\n", sci_idset_key(q, i), j + 1, nb[(size_t)i * k + j].id,
-                        nb[(size_t)i * k + j].dist);
+            for (int j = 0; j < found[i]; j++) {
+                sci_csv_id(f, sci_idset_key(q, i));
+                fprintf(f, ",%d,", j + 1);
+                sci_csv_id(f, nb[(size_t)i * k + j].id);
+                fprintf(f, ",%.9g\n", nb[(size_t)i * k + j].dist);
+            }
         if (f != stdout && fclose(f)) rc = mc_fail(err, "%s: cannot be written (disk full?)", out);
         if (!rc && out)
             printf("similar: %d quer%s, %d neighbours each, %s on %s, in %.2f s: %s\n", nq,

@@ -497,6 +497,20 @@ int sci_labels_gather(const sci_labels *l, const char *label_path, sci_cat *c, c
     return 0;
 }
 
+void sci_csv_id(FILE *f, const char *id)
+{
+    if (!strpbrk(id, ",\"\r\n")) {
+        fputs(id, f);
+        return;
+    }
+    fputc('"', f);
+    for (const char *p = id; *p; p++) {
+        if (*p == '"') fputc('"', f);
+        fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
 /* ---- ranked output --------------------------------------------------------------------------------------
  */
 typedef struct rank_item {
@@ -549,8 +563,11 @@ int sci_rank_write(FILE *f, sci_cat *c, int64_t *row, double *score, int64_t n, 
             for (; j < m && pairs[2 * j] < r0 + cnt; j++)
                 memcpy(ids + pairs[2 * j + 1] * (int64_t)w, chunk + (pairs[2 * j] - r0) * (int64_t)w, w);
         }
-        for (int64_t i = 0; i < m && !rc; i++)
-            fprintf(f, "%lld,%s,%.9g\n", (long long)(b0 + i + 1), ids + i * (int64_t)w, score[b0 + i]);
+        for (int64_t i = 0; i < m && !rc; i++) {
+            fprintf(f, "%lld,", (long long)(b0 + i + 1));
+            sci_csv_id(f, ids + i * (int64_t)w);
+            fprintf(f, ",%.9g\n", score[b0 + i]);
+        }
     }
     free(pairs);
     free(ids);

@@ -100,6 +100,9 @@ void sci_labels_free(sci_labels *l);
 int sci_labels_gather(const sci_labels *l, const char *label_path, sci_cat *c, const sci_pca *pca,
                       int64_t *row, float *x, char *err);
 
+/* Write an id as one CSV field: as it is, or quoted (RFC 4180) when it holds a comma, quote or line break. */
+void sci_csv_id(FILE *f, const char *id);
+
 /* ---- ranked output ------------------------------------------------------------------------------------ */
 /* Write `rank,id_str,score` lines (rank from 1) for rows sorted by score, highest first (ties by row):
  * ids are filled from the id column in passes of a million ranks, so memory is 16 bytes a row plus one

@@ -105,8 +105,8 @@ void sci_csv_id(FILE *f, const char *id);
 
 /* ---- ranked output ------------------------------------------------------------------------------------ */
 /* Write `rank,id_str,score` lines (rank from 1) for rows sorted by score, highest first (ties by row):
- * ids are filled from the id column in passes of a million ranks, so memory is 16 bytes a row plus one
- * block. Sorts row/score in place. */
+ * ids are filled from the id column in passes of a million ranks. Besides the caller's arrays (16 bytes
+ * a row) the sort takes 16 bytes a row and each pass one block of ids. Sorts row/score in place. */
 int sci_rank_write(FILE *f, sci_cat *c, int64_t *row, double *score, int64_t n, char *err);
 
 /* ---- nearest neighbours ------------------------------------------------------------------------------- */

@@ -24,6 +24,11 @@ int cmd_detect(int argc, char **argv);
 int cmd_mosaic(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_pca(int argc, char **argv);
+int cmd_similar(int argc, char **argv);
+int cmd_anomalies(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);

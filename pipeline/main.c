@@ -24,6 +24,11 @@ static const mc_command commands[] = {
     {"mosaic", cmd_mosaic, "a grid of catalogue galaxies' cutouts, by id, from a CSV or the top N of an answer, with clumps"},
     {"report", cmd_report, "the release report: a static HTML page with its figures (provenance, failures, histograms)"},
     {"export", cmd_export, "the catalogue as a FITS or CSV table with Zoobot's column names, clumps as a second table"},
+    {"pca", cmd_pca, "principal components of catalogues' embeddings (fit, across MPI ranks), and projections (apply)"},
+    {"similar", cmd_similar, "exact nearest neighbours of query galaxies in a catalogue (the paper's similarity search)"},
+    {"anomalies", cmd_anomalies, "rank galaxies by anomaly: isolation forest, or a Gaussian process on interest labels"},
+    {"finetune", cmd_finetune, "a linear head on frozen features from a few labels (logistic or ridge), cross-validated"},
+    {"predict", cmd_predict, "apply a finetuned head to every ok row of a catalogue"},
     {"synth", cmd_synth, "generate a synthetic survey: FITS cutouts with WCS, a manifest, and a few broken files"},
 };
 

@@ -199,14 +199,28 @@ AMX_TARGET static void amx_round_rows(const float *A, int lda, int K, int kp, in
     if (res && rp > rows) memset(res + (size_t)rows * kp, 0, sizeof(uint16_t) * (size_t)(rp - rows) * kp);
 }
 
-/* One 32x32 fp32 block: A rows at a (row stride lda_b bytes), the panel's K blocks at b; stored to cs
- * (32 x 32, 128-byte rows). Tiles: 0-3 accumulators, 4-5 A, 6-7 B. */
-AMX_TARGET static void amx_block(const uint16_t *a, long lda_b, const uint16_t *b, int kb, float *cs)
+/* The four accumulator tiles (0-3) of a 32x32 block: cleared, and stored to cs (32 x 32 fp32, 128-byte rows). */
+AMX_TARGET static inline void amx_acc_zero(void)
 {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
+}
+
+AMX_TARGET static inline void amx_acc_store(float *cs)
+{
+    _tile_stored(0, cs, 128);
+    _tile_stored(1, cs + 16, 128);
+    _tile_stored(2, cs + 16 * 32, 128);
+    _tile_stored(3, cs + 16 * 32 + 16, 128);
+}
+
+/* One 32x32 fp32 block: A rows at a (row stride lda_b bytes), the panel's K blocks at b; stored to cs
+ * (32 x 32, 128-byte rows). Tiles: 0-3 accumulators, 4-5 A, 6-7 B. */
+AMX_TARGET static void amx_block(const uint16_t *a, long lda_b, const uint16_t *b, int kb, float *cs)
+{
+    amx_acc_zero();
     const char *a0 = (const char *)a, *a1 = (const char *)a + 16 * lda_b;
     for (int q = 0; q < kb; q++) {
         _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
@@ -218,20 +232,14 @@ AMX_TARGET static void amx_block(const uint16_t *a, long lda_b, const uint16_t *
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _tile_stored(0, cs, 128);
-    _tile_stored(1, cs + 16, 128);
-    _tile_stored(2, cs + 16 * 32, 128);
-    _tile_stored(3, cs + 16 * 32 + 16, 128);
+    amx_acc_store(cs);
 }
 
 /* Split weights and activations: per K step hi(A) hi(W), hi(A) lo(W), lo(A) hi(W) into the same accumulators. */
 AMX_TARGET static void amx_block_x3(const uint16_t *a, const uint16_t *al, long lda_b, const uint16_t *b, int kb,
                                     float *cs)
 {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    amx_acc_zero();
     const char *a0 = (const char *)a, *a1 = (const char *)a + 16 * lda_b;
     const char *l0 = (const char *)al, *l1 = (const char *)al + 16 * lda_b;
     for (int q = 0; q < kb; q++) {
@@ -259,19 +267,13 @@ AMX_TARGET static void amx_block_x3(const uint16_t *a, const uint16_t *al, long 
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _tile_stored(0, cs, 128);
-    _tile_stored(1, cs + 16, 128);
-    _tile_stored(2, cs + 16 * 32, 128);
-    _tile_stored(3, cs + 16 * 32 + 16, 128);
+    amx_acc_store(cs);
 }
 
 /* The same with split weights: per K step the hi tiles, then the lo tiles, into the same accumulators. */
 AMX_TARGET static void amx_block_split(const uint16_t *a, long lda_b, const uint16_t *b, int kb, float *cs)
 {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    amx_acc_zero();
     const char *a0 = (const char *)a, *a1 = (const char *)a + 16 * lda_b;
     for (int q = 0; q < kb; q++) {
         const uint16_t *bq = b + (size_t)q * 2048;
@@ -290,10 +292,7 @@ AMX_TARGET static void amx_block_split(const uint16_t *a, long lda_b, const uint
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _tile_stored(0, cs, 128);
-    _tile_stored(1, cs + 16, 128);
-    _tile_stored(2, cs + 16 * 32, 128);
-    _tile_stored(3, cs + 16 * 32 + 16, 128);
+    amx_acc_store(cs);
 }
 
 /* The 32x32 block in cs to C rows row0.., columns n0.. (mr x nc of them): + bias, + C (accumulate) or

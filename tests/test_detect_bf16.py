@@ -12,16 +12,7 @@ import numpy as np
 import mctest
 
 sys.path.insert(0, os.path.join(mctest.ROOT, "tools"))
-
-
-def box_iou(a, b):
-    a = np.asarray(a, np.float64)[:, None, :]
-    b = np.asarray(b, np.float64)[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
+from test_detect_parity import box_iou  # noqa: E402
 
 
 def main():

@@ -268,6 +268,19 @@ static int move_to_first_image(fitsfile *f, const char *path, char *err)
     }
 }
 
+/* A BSCALE or BZERO that is present but not a finite number (NaN, Inf, text), or BSCALE = 0, would turn every
+ * pixel into NaN or 0 without CFITSIO complaining: the header is broken. 1 and the card's value text if so. */
+static int scale_key_bad(fitsfile *f, const char *key, char *value)
+{
+    char comment[FLEN_COMMENT];
+    int st = 0;
+    if (fits_read_keyword(f, key, value, comment, &st)) return 0; /* absent */
+    st = 0;
+    double v = 0;
+    if (fits_read_key(f, TDOUBLE, key, &v, NULL, &st)) return 1;
+    return !isfinite(v) || (!strcmp(key, "BSCALE") && v == 0);
+}
+
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
                         const char *hdu, io_cutout *c, char *err)
 {
@@ -312,6 +325,15 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
         rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d has an unreadable image header (cfitsio: %s)",
                             path, hdunum, fits_reason(status, why));
         goto done;
+    }
+    char sval[FLEN_VALUE];
+    for (int k = 0; k < 2; k++) {
+        const char *key = k ? "BZERO" : "BSCALE";
+        if (scale_key_bad(f, key, sval)) {
+            rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: %s = %s is not a usable scaling number", path,
+                                hdunum, key, sval);
+            goto done;
+        }
     }
     if (naxis > FITS_MAXDIM || npix == 0) {
         rc = io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: HDU %d holds no image data (NAXIS = %d)", path,

@@ -105,6 +105,7 @@ typedef struct run_state {
     io_manifest man;
     io_catalog *cat;
     mc_file_id cat_id; /* the catalogue file this rank opened: writes stop if the path becomes another file */
+    mc_lock *lock;     /* rank 0: the output's lock; writes stop if another job broke it */
     nn_plan *plan;
     /* per-unit output rows */
     float *head, *embed, *conc, *frac, *lo, *hi, *asked, *emb_rows, *pca_rows, *q_asked;
@@ -179,6 +180,9 @@ static int commit(run_state *r, char *err)
 {
     if (r->n_pend == 0) return 0;
     if (mc_file_id_check(r->job->output, &r->cat_id, err)) return -1;
+    if (mc_lock_lost(r->lock))
+        return mc_fail(err, "%s.lock: another job broke this job's lock (judged stale): stopping so that only one "
+                            "job writes", r->job->output);
     /* values first, made durable; only then the statuses that declare them finished */
     if (io_catalog_sync(r->cat, err)) return -1;
     for (int i = 0; i < r->n_pend; i++)
@@ -333,6 +337,7 @@ static int run_job(const mc_job *job)
 
     /* ---- one job per catalogue: refused before anything is loaded or written ---- */
     if (mc_lock_acquire_all(r->comm, job->output, "run", job->lock_stale_after, &lock, "")) return MC_EXIT_FAIL;
+    r->lock = lock;
 
     /* ---- everything that can fail the whole run fails here, before any galaxy ---- */
     rc = nn_model_load(job->model, &r->model, err);

@@ -26,7 +26,7 @@ struct mc_lock {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int stop, lost;
+    int stop, lost, warned;
 };
 
 static double unix_now(void)
@@ -191,11 +191,14 @@ static void *heartbeat_main(void *arg)
         ssize_t w = pwrite(l->fd, hb, HB_WIDTH + 1, l->hb_offset);
         struct stat st;
         int ours = stat(l->path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino;
-        if ((w != HB_WIDTH + 1 || !ours) && !l->lost) {
+        if (!ours && !l->lost) {
             l->lost = 1;
-            fprintf(stderr, "morphcat: warning: %s: %s\n", l->path,
-                    ours ? "cannot refresh the lock's heartbeat" : "the lock file was removed or replaced by "
-                                                                   "someone else: another job may write this output");
+            fprintf(stderr, "morphcat: %s: the lock file was removed or replaced by someone else: this job stops "
+                            "at its next commit\n", l->path);
+        } else if (ours && w != HB_WIDTH + 1 && !l->warned) { /* a full disk, say: not a lost lock */
+            l->warned = 1;
+            fprintf(stderr, "morphcat: warning: %s: cannot refresh the lock's heartbeat (%s)\n", l->path,
+                    strerror(errno));
         }
     }
     pthread_mutex_unlock(&l->mu);
@@ -329,6 +332,15 @@ int mc_lock_acquire(const char *output, const char *command, double stale_after,
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     *out = l;
     return 0;
+}
+
+int mc_lock_lost(mc_lock *l)
+{
+    if (!l) return 0;
+    pthread_mutex_lock(&l->mu);
+    int lost = l->lost;
+    pthread_mutex_unlock(&l->mu);
+    return lost;
 }
 
 void mc_lock_release(mc_lock *l)

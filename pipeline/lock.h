@@ -31,6 +31,9 @@ typedef struct mc_lock_holder {
  * (or why the lock file cannot be made). The heartbeat runs until mc_lock_release. */
 int mc_lock_acquire(const char *output, const char *command, double stale_after, mc_lock **out, char *note,
                     char *err);
+/* 1 once the heartbeat found the lock file removed or replaced by someone else (another job judged this one
+ * stale and broke it): the job must stop writing. Thread-safe. NULL: 0. */
+int mc_lock_lost(mc_lock *l);
 /* Remove the lock (when it is still ours) and stop the heartbeat. NULL is a no-op. */
 void mc_lock_release(mc_lock *l);
 /* Who holds output's lock: 1 held (h filled, h->stale set if it is stale), 0 not held, -1 unreadable (err). */

@@ -281,6 +281,115 @@ static int scale_key_bad(fitsfile *f, const char *key, char *value)
     return !isfinite(v) || (!strcmp(key, "BSCALE") && v == 0);
 }
 
+/* RICE_1 tiles are walked here before CFITSIO decodes them: CFITSIO 4.2's fits_rdecomp scans a run of zero
+ * bytes without checking the end of its input, so a damaged tile makes it read past its buffer and crash the
+ * whole job (found by fuzz/fuzz_fits.c; the input is fuzz/regress/fits/). This walks the bit stream of the
+ * Rice code (White 1992; the FITS tiled-image convention, Pence et al. 2009: a first pixel of BYTEPIX bytes,
+ * then per block of BLOCKSIZE pixels an FS code of 3/4/5 bits, FS - 1 = -1 for an all-zero block, the top code
+ * for raw BYTEPIX*8-bit pixels, otherwise per pixel a unary count and FS low bits) and says whether a tile of
+ * n pixels ends within its bytes. Nothing is decoded. */
+static int rice_tile_ok(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int bytepix)
+{
+    const int fsbits = bytepix == 1 ? 3 : bytepix == 2 ? 4 : 5, fsmax = bytepix == 1 ? 6 : bytepix == 2 ? 14 : 25;
+    const uint64_t end = len * 8;
+    uint64_t bit = (uint64_t)bytepix * 8;
+    if (bit > end) return 0;
+    for (int64_t i = 0; i < n; i += nblock) {
+        int64_t m = n - i < nblock ? n - i : nblock;
+        if (bit + (uint64_t)fsbits > end) return 0;
+        int code = 0;
+        for (int k = 0; k < fsbits; k++, bit++) code = code << 1 | ((buf[bit >> 3] >> (7 - (bit & 7))) & 1);
+        int fs = code - 1;
+        if (fs < 0) continue;
+        if (fs == fsmax) {
+            bit += (uint64_t)m * (uint64_t)bytepix * 8;
+            if (bit > end) return 0;
+            continue;
+        }
+        for (int64_t k = 0; k < m; k++) {
+            for (;; bit++) { /* the unary part: zeros up to a one */
+                if (bit >= end) return 0;
+                if ((buf[bit >> 3] >> (7 - (bit & 7))) & 1) break;
+            }
+            bit += 1 + (uint64_t)fs;
+            if (bit > end) return 0;
+        }
+    }
+    return 1;
+}
+
+/* For a RICE_1 tile-compressed HDU: 0 when every tile's code ends within its bytes, else 1 with why. */
+static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char *why, size_t len)
+{
+    int st = 0;
+    char ctype[FLEN_VALUE] = "";
+    /* (fits_get_compression_type is the type CFITSIO would write, not the HDU's) */
+    if (fits_read_key(f, TSTRING, "ZCMPTYPE", ctype, NULL, &st) ||
+        (strcasecmp(ctype, "RICE_1") && strcasecmp(ctype, "RICE_ONE")))
+        return 0;
+    long tile[FITS_MAXDIM]; /* ZTILEn (fits_get_tile_dim, too, is the writing side's); absent: row by row */
+    if (naxis < 1 || naxis > FITS_MAXDIM) return 0;
+    for (int i = 0; i < naxis; i++) {
+        char key[16];
+        int s = 0;
+        snprintf(key, sizeof key, "ZTILE%d", i + 1);
+        if (fits_read_key(f, TLONG, key, &tile[i], NULL, &s)) tile[i] = i == 0 ? (long)naxes[0] : 1;
+        if (tile[i] < 1) return 0; /* left for CFITSIO to refuse */
+    }
+    int nblock = 32, bytepix = 4;
+    for (int i = 1; i < 10; i++) {
+        char key[16], name[FLEN_VALUE] = "";
+        long v = 0;
+        int s = 0;
+        snprintf(key, sizeof key, "ZNAME%d", i);
+        if (fits_read_key(f, TSTRING, key, name, NULL, &s)) break;
+        snprintf(key, sizeof key, "ZVAL%d", i);
+        if (fits_read_key(f, TLONG, key, &v, NULL, &s)) break;
+        if (!strcasecmp(name, "BLOCKSIZE")) nblock = (int)v;
+        if (!strcasecmp(name, "BYTEPIX")) bytepix = (int)v;
+    }
+    if (nblock < 1 || (bytepix != 1 && bytepix != 2 && bytepix != 4 && bytepix != 8)) {
+        snprintf(why, len, "RICE_1 with BLOCKSIZE %d and BYTEPIX %d", nblock, bytepix);
+        return 1;
+    }
+    if (bytepix == 8) bytepix = 4; /* CFITSIO codes 8-byte integers as 4-byte ones */
+    int col = 0;
+    LONGLONG rows = 0;
+    if (fits_get_colnum(f, CASEINSEN, "COMPRESSED_DATA", &col, &st) || fits_get_num_rowsll(f, &rows, &st)) return 0;
+    LONGLONG ntile[FITS_MAXDIM];
+    for (int i = 0; i < naxis; i++) ntile[i] = tile[i] > 0 ? (naxes[i] + tile[i] - 1) / tile[i] : 1;
+    unsigned char *buf = NULL;
+    LONGLONG cap = 0;
+    int bad = 0;
+    for (LONGLONG r = 1; r <= rows && !bad; r++) {
+        LONGLONG repeat = 0, offset = 0;
+        if (fits_read_descriptll(f, col, r, &repeat, &offset, &st)) break;
+        if (repeat == 0) continue; /* stored otherwise (GZIP_COMPRESSED_DATA, UNCOMPRESSED_DATA) */
+        if (repeat > ((LONGLONG)1 << 30)) break;
+        int64_t n = 1; /* this tile's pixels: edge tiles are cut to the image */
+        LONGLONG idx = r - 1;
+        for (int i = 0; i < naxis; i++) {
+            LONGLONG t = idx % ntile[i];
+            idx /= ntile[i];
+            LONGLONG ext = naxes[i] - t * tile[i];
+            n *= ext < tile[i] ? ext : tile[i];
+        }
+        if (repeat > cap) {
+            cap = repeat;
+            buf = mc_realloc(buf, (size_t)cap);
+        }
+        int anynul = 0;
+        if (fits_read_col(f, TBYTE, col, r, 1, repeat, NULL, buf, &anynul, &st)) break;
+        if (!rice_tile_ok(buf, (uint64_t)repeat, n, nblock, bytepix)) {
+            snprintf(why, len, "RICE_1 tile %lld of %lld: its code runs past its %lld bytes", (long long)r,
+                     (long long)rows, (long long)repeat);
+            bad = 1;
+        }
+    }
+    free(buf);
+    return bad; /* a table CFITSIO cannot read is left for fits_read_img to report */
+}
+
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
                         const char *hdu, io_cutout *c, char *err)
 {
@@ -385,6 +494,12 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
             "%s: truncated: header promises %s %s pixels (%lld bytes), file ends after %lld of %lld planes",
             path, shape, bitpix_name(bitpix), (long long)(plane_bytes * nb), (long long)(have / plane_bytes),
             (long long)nb);
+        goto done;
+    }
+    char rwhy[160];
+    if (zimg && rice_tiles_check(f, naxis, naxes, rwhy, sizeof rwhy)) {
+        rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: corrupt tile-compressed pixel data (%s)", path, hdunum,
+                            rwhy);
         goto done;
     }
     float *pix = io_cutout_reserve(c, (size_t)(w * h * nb));

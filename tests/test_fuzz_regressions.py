@@ -1,0 +1,25 @@
+"""Inputs the fuzzers (fuzz/) once crashed on, committed under fuzz/regress/NAME/: each must now give a clean refusal
+(exit 1 and one line naming the file and the reason), never a signal. fits/rice_zero_run_past_end.fits.fz: a RICE_1
+tile whose code runs past its bytes, on which CFITSIO 4.2's decoder read past its buffer and crashed the job."""
+import os
+
+import mctest
+
+c = mctest.Checks()
+reg = os.path.join(mctest.ROOT, "fuzz", "regress")
+expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2 of 3: its code runs past its")}
+for kind in sorted(os.listdir(reg)):
+    for name in sorted(os.listdir(os.path.join(reg, kind))):
+        path = os.path.join(reg, kind, name)
+        if kind in ("fits", "png", "jpeg"):
+            r = mctest.run(["cutout", path], check=False)
+        elif kind in ("weights", "pickle"):
+            r = mctest.run(["weights", path], check=False)
+        else:
+            continue
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        want = expect.get(kind + "/" + name)
+        c.check(r.returncode == 1 and len(lines) == 1 and name in lines[0]
+                and (want is None or all(w in lines[0] for w in want)),
+                "%s/%s: refused with exit 1 and one line (exit %d): %r" % (kind, name, r.returncode, lines))
+c.finish()

@@ -21,7 +21,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
-.PHONY: all deps check demo bench clean format sanitize fuzz fuzz-build
+.PHONY: all deps check demo bench clean format sanitize fuzz fuzz-build soak
 all: $(BIN) $(UNIT_BIN) $(BENCH_BIN)
 
 $(BIN): $(B)/obj/pipeline/main.o $(B)/libmorphcat.a
@@ -74,6 +74,11 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	sh bench/run.sh
+
+# The kill campaign: 100 SIGKILLs into one catalogue job, resumed each time (bench/soak.py prints the figures).
+soak: deps
+	$(MAKE) all
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) bench/soak.py
 
 format:
 	clang-format -i $(wildcard include/*.h nn/*.[ch] io/*.[ch] pipeline/*.[ch] jobs/*.[ch] science/*.[ch] report/*.[ch] tests/unit/*.c bench/*.c)

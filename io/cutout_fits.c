@@ -318,24 +318,32 @@ static int rice_tile_ok(const unsigned char *buf, uint64_t len, int64_t n, int n
     return 1;
 }
 
-/* For a RICE_1 tile-compressed HDU: 0 when every tile's code ends within its bytes, else 1 with why. */
+/* For a tile-compressed HDU: 0 when its tiles are of a sane size and (RICE_1) every tile's code ends within its
+ * bytes, else 1 with why. */
 static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char *why, size_t len)
 {
     int st = 0;
-    char ctype[FLEN_VALUE] = "";
-    /* (fits_get_compression_type is the type CFITSIO would write, not the HDU's) */
-    if (fits_read_key(f, TSTRING, "ZCMPTYPE", ctype, NULL, &st) ||
-        (strcasecmp(ctype, "RICE_1") && strcasecmp(ctype, "RICE_ONE")))
-        return 0;
-    long tile[FITS_MAXDIM]; /* ZTILEn (fits_get_tile_dim, too, is the writing side's); absent: row by row */
+    long tile[FITS_MAXDIM]; /* ZTILEn (fits_get_tile_dim is the writing side's); absent: row by row */
     if (naxis < 1 || naxis > FITS_MAXDIM) return 0;
+    int64_t tile_pix = 1;
     for (int i = 0; i < naxis; i++) {
         char key[16];
         int s = 0;
         snprintf(key, sizeof key, "ZTILE%d", i + 1);
         if (fits_read_key(f, TLONG, key, &tile[i], NULL, &s)) tile[i] = i == 0 ? (long)naxes[0] : 1;
         if (tile[i] < 1) return 0; /* left for CFITSIO to refuse */
+        tile_pix = tile_pix > IO_MAX_PIXELS ? tile_pix : tile_pix * tile[i];
     }
+    /* CFITSIO allocates a whole tile per read, from ZTILEn alone: a damaged ZTILE asks for gigabytes */
+    if (tile_pix > IO_MAX_PIXELS) {
+        snprintf(why, len, "tiles of %lld pixels (ZTILEn), more than the %lld a cutout may have", (long long)tile_pix,
+                 (long long)IO_MAX_PIXELS);
+        return 1;
+    }
+    char ctype[FLEN_VALUE] = "";
+    /* (fits_get_compression_type, too, is the type CFITSIO would write, not the HDU's) */
+    if (fits_read_key(f, TSTRING, "ZCMPTYPE", ctype, NULL, &st)) return 0;
+    const int rice = !strcasecmp(ctype, "RICE_1") || !strcasecmp(ctype, "RICE_ONE");
     int nblock = 32, bytepix = 4;
     for (int i = 1; i < 10; i++) {
         char key[16], name[FLEN_VALUE] = "";
@@ -348,14 +356,17 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
         if (!strcasecmp(name, "BLOCKSIZE")) nblock = (int)v;
         if (!strcasecmp(name, "BYTEPIX")) bytepix = (int)v;
     }
-    if (nblock < 1 || (bytepix != 1 && bytepix != 2 && bytepix != 4 && bytepix != 8)) {
+    if (rice && (nblock < 1 || (bytepix != 1 && bytepix != 2 && bytepix != 4 && bytepix != 8))) {
         snprintf(why, len, "RICE_1 with BLOCKSIZE %d and BYTEPIX %d", nblock, bytepix);
         return 1;
     }
     if (bytepix == 8) bytepix = 4; /* CFITSIO codes 8-byte integers as 4-byte ones */
     int col = 0;
     LONGLONG rows = 0;
-    if (fits_get_colnum(f, CASEINSEN, "COMPRESSED_DATA", &col, &st) || fits_get_num_rowsll(f, &rows, &st)) return 0;
+    LONGLONG pcount = 0;
+    if (fits_get_colnum(f, CASEINSEN, "COMPRESSED_DATA", &col, &st) || fits_get_num_rowsll(f, &rows, &st) ||
+        fits_read_key(f, TLONGLONG, "PCOUNT", &pcount, NULL, &st))
+        return 0;
     LONGLONG ntile[FITS_MAXDIM];
     for (int i = 0; i < naxis; i++) ntile[i] = tile[i] > 0 ? (naxes[i] + tile[i] - 1) / tile[i] : 1;
     unsigned char *buf = NULL;
@@ -365,7 +376,13 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
         LONGLONG repeat = 0, offset = 0;
         if (fits_read_descriptll(f, col, r, &repeat, &offset, &st)) break;
         if (repeat == 0) continue; /* stored otherwise (GZIP_COMPRESSED_DATA, UNCOMPRESSED_DATA) */
-        if (repeat > ((LONGLONG)1 << 30)) break;
+        if (repeat < 0 || offset < 0 || repeat + offset > pcount) { /* CFITSIO would allocate `repeat` bytes */
+            snprintf(why, len, "tile %lld of %lld claims %lld bytes at offset %lld of a %lld-byte heap", (long long)r,
+                     (long long)rows, (long long)repeat, (long long)offset, (long long)pcount);
+            bad = 1;
+            break;
+        }
+        if (!rice) continue;
         int64_t n = 1; /* this tile's pixels: edge tiles are cut to the image */
         LONGLONG idx = r - 1;
         for (int i = 0; i < naxis; i++) {

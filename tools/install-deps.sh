@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential pkg-config libopenblas-dev libopenblas0-pthread libzip-dev libcjson-dev libssl-dev
       libcfitsio-dev wcslib-dev libpng-dev libjpeg-dev libhdf5-openmpi-dev hdf5-tools openmpi-bin libinih-dev
       libcsv-dev libxxhash-dev python3-numpy python3-torch python3-torchvision python3-pil python3-h5py python3-astropy
-      python3-scipy python3-xxhash slurm-wlm munge"
+      python3-scipy python3-xxhash slurm-wlm munge clang-14"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -67,7 +67,7 @@ while True:
                 break
         else:
             failures += 1
-            print("attempt %d: exit %d: %s" % (attempts, p.returncode, se.strip().splitlines()[-1:]), flush=True)
+            print("attempt %d: exit %d: %s" % (attempts, p.returncode, [l for l in se.splitlines() if l.startswith("morphcat:") and "_file:" not in l and "bad_" not in l][-2:]), flush=True)
             if failures > 5:
                 break
     except subprocess.TimeoutExpired:

@@ -374,11 +374,27 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
     int bad = 0;
     for (LONGLONG r = 1; r <= rows && !bad; r++) {
         LONGLONG repeat = 0, offset = 0;
-        if (fits_read_descriptll(f, col, r, &repeat, &offset, &st)) break;
+        if (fits_read_descriptll(f, col, r, &repeat, &offset, &st)) {
+            snprintf(why, len, "tile %lld of %lld: unreadable descriptor", (long long)r, (long long)rows);
+            bad = 1;
+            break;
+        }
         if (repeat == 0) continue; /* stored otherwise (GZIP_COMPRESSED_DATA, UNCOMPRESSED_DATA) */
         if (repeat < 0 || offset < 0 || repeat + offset > pcount) { /* CFITSIO would allocate `repeat` bytes */
             snprintf(why, len, "tile %lld of %lld claims %lld bytes at offset %lld of a %lld-byte heap", (long long)r,
                      (long long)rows, (long long)repeat, (long long)offset, (long long)pcount);
+            bad = 1;
+            break;
+        }
+        if (repeat > cap) {
+            cap = repeat;
+            buf = mc_realloc(buf, (size_t)cap);
+        }
+        int anynul = 0;
+        if (fits_read_col(f, TBYTE, col, r, 1, repeat, NULL, buf, &anynul, &st)) {
+            /* (CFITSIO 4.2 goes on to decode what it could not read, and crashes: found by fuzz_fits) */
+            snprintf(why, len, "tile %lld of %lld: its %lld bytes cannot be read (file truncated?)", (long long)r,
+                     (long long)rows, (long long)repeat);
             bad = 1;
             break;
         }
@@ -391,12 +407,6 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
             LONGLONG ext = naxes[i] - t * tile[i];
             n *= ext < tile[i] ? ext : tile[i];
         }
-        if (repeat > cap) {
-            cap = repeat;
-            buf = mc_realloc(buf, (size_t)cap);
-        }
-        int anynul = 0;
-        if (fits_read_col(f, TBYTE, col, r, 1, repeat, NULL, buf, &anynul, &st)) break;
         if (!rice_tile_ok(buf, (uint64_t)repeat, n, nblock, bytepix)) {
             snprintf(why, len, "RICE_1 tile %lld of %lld: its code runs past its %lld bytes", (long long)r,
                      (long long)rows, (long long)repeat);
@@ -404,7 +414,7 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
         }
     }
     free(buf);
-    return bad; /* a table CFITSIO cannot read is left for fits_read_img to report */
+    return bad;
 }
 
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,

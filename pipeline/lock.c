@@ -3,6 +3,7 @@
  * and network file systems; over NFS a lost reply is caught by the temporary's link count). Breaking a stale
  * lock goes through a second exclusive file (OUTPUT.lock.break), so two resuming jobs cannot both break it and
  * then remove each other's fresh lock. Not here: waiting for a lock (a refused job exits at once). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -209,14 +210,32 @@ static void *heartbeat_main(void *arg)
  * -1 someone else is breaking it or it changed meanwhile (retry from the start). */
 static int break_stale(const char *path, dev_t dev, ino_t ino)
 {
-    char brk[4300];
+    char brk[4300], me[256], text[320];
     snprintf(brk, sizeof brk, "%s.break", path);
+    host_name(me, sizeof me);
     int fd = open(brk, O_WRONLY | O_CREAT | O_EXCL, 0644);
     if (fd < 0) {
+        /* someone is breaking it, or a breaker was killed mid-break and left its file: that one is gone when
+         * its pid is on this host and dead, or after a minute from anywhere */
         struct stat bs;
-        /* a breaker killed mid-break leaves its file: after a minute nobody is breaking any more */
-        if (errno == EEXIST && stat(brk, &bs) == 0 && unix_now() - (double)bs.st_mtime > 60) unlink(brk);
+        int e;
+        char *cur = errno == EEXIST ? slurp(brk, &bs, &e) : NULL;
+        if (cur) {
+            char host[256] = "";
+            long pid = 0;
+            int zombie = 0;
+            int gone = unix_now() - (double)bs.st_mtime > 60;
+            if (!gone && sscanf(cur, "%255s %ld", host, &pid) == 2 && !strcmp(host, me)) {
+                proc_start(pid, &zombie);
+                gone = pid > 0 && ((kill((pid_t)pid, 0) != 0 && errno == ESRCH) || zombie);
+            }
+            if (gone) unlink(brk);
+            free(cur);
+        }
         return -1;
+    }
+    int n = snprintf(text, sizeof text, "%s %ld\n", me, (long)getpid());
+    if (write(fd, text, (size_t)n) != n) { /* an unnamed breaker is still removed after a minute */
     }
     close(fd);
     struct stat st;
@@ -227,6 +246,31 @@ static int break_stale(const char *path, dev_t dev, ino_t ino)
     }
     unlink(brk);
     return rc;
+}
+
+/* Temporary lock files (OUTPUT.lock.HOST.PID.tmp) of processes of this host that died before removing theirs. */
+static void remove_dead_tmps(const char *path)
+{
+    char dir[4200], me[256], prefix[4400];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    host_name(me, sizeof me);
+    snprintf(prefix, sizeof prefix, "%s.%s.", slash ? slash + 1 : path, me);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t pl = strlen(prefix), nl = strlen(e->d_name);
+        if (nl <= pl + 4 || strncmp(e->d_name, prefix, pl) || strcmp(e->d_name + nl - 4, ".tmp")) continue;
+        long pid = atol(e->d_name + pl);
+        int zombie = 0;
+        proc_start(pid, &zombie);
+        if (pid > 0 && pid != (long)getpid() && ((kill((pid_t)pid, 0) != 0 && errno == ESRCH) || zombie)) {
+            char full[8700];
+            snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+            unlink(full);
+        }
+    }
+    closedir(d);
 }
 
 int mc_lock_acquire(const char *output, const char *command, double stale_after, mc_lock **out, char *note,
@@ -308,6 +352,7 @@ int mc_lock_acquire(const char *output, const char *command, double stale_after,
     }
     if (rc && !err[0]) mc_fail(err, "%s: could not take the lock (it kept changing)", path);
     unlink(tmp);
+    if (!rc) remove_dead_tmps(path);
     if (rc) {
         close(fd);
         return -1;

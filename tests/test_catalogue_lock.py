@@ -112,6 +112,25 @@ c.check(r.returncode == 0 and re.search(r"broke a stale lock \(no heartbeat from
                                         r"\(stale after 60 s\)\)", r.stderr) and same_as_ref(out2), "a silent other host's lock is broken after --lock-stale-after: %s"
         % r.stderr[-400:])
 
+# ---- a job killed while it broke a stale lock leaves OUTPUT.lock.break: the next job clears it at once ----
+out3 = os.path.join(d, "breaker.h5")
+dead = subprocess.Popen(["true"])
+dead.wait()  # a pid that is gone
+fake_lock(out3, socket.gethostname(), 1)
+with open(out3 + ".lock") as f:
+    text = f.read().replace("pid=4242", "pid=%d" % dead.pid)
+with open(out3 + ".lock", "w") as f:
+    f.write(text)
+with open(out3 + ".lock.break", "w") as f:
+    f.write("%s %d\n" % (socket.gethostname(), dead.pid))
+with open(out3 + ".lock.%s.%d.tmp" % (socket.gethostname(), dead.pid), "w") as f:
+    f.write(text)
+r = mctest.run(pl.run_args(sv, model, out3), check=False)
+c.check(r.returncode == 0 and "broke a stale lock" in r.stderr and same_as_ref(out3)
+        and not [n for n in os.listdir(d) if n.startswith("breaker.h5.lock")],
+        "a dead breaker's .break and a dead job's temporary lock file do not block the resume and are cleared (%d): %s"
+        % (r.returncode, [n for n in os.listdir(d) if n.startswith("breaker.h5.lock")]))
+
 # ---- merge and rerun outputs have the same protection ----
 rel = os.path.join(d, "release.h5")
 fake_lock(rel, "node-elsewhere", 1, command="merge")

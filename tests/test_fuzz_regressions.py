@@ -2,7 +2,8 @@
 (exit 1 and one line naming the file and the reason), never a signal. fits/rice_zero_run_past_end.fits.fz: a RICE_1
 tile whose code runs past its bytes, on which CFITSIO 4.2's decoder read past its buffer and crashed the job;
 fits/tile_claims_3gb_beyond_heap.fits.fz: a tile descriptor claiming 3 GB past the heap, for which CFITSIO allocated
-3 GB. pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
+3 GB; fits/truncated_heap_decoded_anyway.fits.fz: a file cut inside its heap, whose unread tiles CFITSIO decoded
+anyway and crashed. pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
 import os
 
 import mctest
@@ -10,7 +11,8 @@ import mctest
 c = mctest.Checks()
 reg = os.path.join(mctest.ROOT, "fuzz", "regress")
 expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2 of 3: its code runs past its"),
-          "fits/tile_claims_3gb_beyond_heap.fits.fz": ("corrupt_file", "claims 2962962225 bytes", "2588-byte heap")}
+          "fits/tile_claims_3gb_beyond_heap.fits.fz": ("corrupt_file", "claims 2962962225 bytes", "2588-byte heap"),
+          "fits/truncated_heap_decoded_anyway.fits.fz": ("corrupt_file", "tile 1 of 3")}
 for kind in sorted(os.listdir(reg)):
     for name in sorted(os.listdir(os.path.join(reg, kind))):
         path = os.path.join(reg, kind, name)

@@ -417,6 +417,43 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
     return bad;
 }
 
+/* CFITSIO 4.2 divides by a tile-compressed header's BLOCKSIZE and ZTILEn as it enters the HDU (in
+ * imcomp_calc_max_elem), so a 0 there kills the process with SIGFPE before any check of ours can run (found by
+ * fuzz_fits). A plain FITS file's header cards are scanned for those first, byte by byte as they are stored:
+ * 1 and why when one is <= 0. Gzipped files are not scanned (CFITSIO inflates them itself). */
+static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t len)
+{
+    if (size <= 0 || size > ((int64_t)256 << 20)) return 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0;
+    char *b = mc_malloc((size_t)size);
+    size_t n = fread(b, 1, (size_t)size, fp);
+    fclose(fp);
+    int bad = 0, block_n = -1;
+    for (size_t at = 0; at + 80 <= n && !bad; at += 80) {
+        const char *c = b + at;
+        char key[9], val[72];
+        memcpy(key, c, 8);
+        key[8] = 0;
+        if (c[8] != '=' || c[9] != ' ') continue;
+        memcpy(val, c + 10, 70);
+        val[70] = 0;
+        int k = 0;
+        if (sscanf(key, "ZNAME%d", &k) == 1 && strstr(val, "'BLOCKSIZE")) block_n = k;
+        else if (sscanf(key, "ZVAL%d", &k) == 1 && k == block_n && atol(val) <= 0) {
+            snprintf(why, len, "BLOCKSIZE = %ld", atol(val));
+            bad = 1;
+        } else if (sscanf(key, "ZTILE%d", &k) == 1 && atol(val) <= 0) {
+            snprintf(why, len, "ZTILE%d = %ld", k, atol(val));
+            bad = 1;
+        } else if (!strncmp(key, "END     ", 8)) {
+            block_n = -1;
+        }
+    }
+    free(b);
+    return bad;
+}
+
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
                         const char *hdu, io_cutout *c, char *err)
 {
@@ -425,6 +462,9 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
     fitsfile *f = NULL;
     int status = 0;
     char why[FLEN_STATUS];
+    char kwhy[96];
+    if (plain && raw_tile_keys_bad(path, size, kwhy, sizeof kwhy))
+        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: corrupt tile-compression header (%s)", path, kwhy);
     /* diskfile: the path is a plain file name, never CFITSIO's extended syntax ("x.fits[1]", "a=b"). */
     if (fits_open_diskfile(&f, path, READONLY, &status)) {
         if (f) {

@@ -3,7 +3,8 @@
 tile whose code runs past its bytes, on which CFITSIO 4.2's decoder read past its buffer and crashed the job;
 fits/tile_claims_3gb_beyond_heap.fits.fz: a tile descriptor claiming 3 GB past the heap, for which CFITSIO allocated
 3 GB; fits/truncated_heap_decoded_anyway.fits.fz: a file cut inside its heap, whose unread tiles CFITSIO decoded
-anyway and crashed. pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
+anyway and crashed; fits/blocksize_zero_sigfpe.fits.fz: BLOCKSIZE = 0, which CFITSIO divides by (SIGFPE) on
+entering the HDU; config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
 import os
 
 import mctest
@@ -12,7 +13,9 @@ c = mctest.Checks()
 reg = os.path.join(mctest.ROOT, "fuzz", "regress")
 expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2 of 3: its code runs past its"),
           "fits/tile_claims_3gb_beyond_heap.fits.fz": ("corrupt_file", "claims 2962962225 bytes", "2588-byte heap"),
-          "fits/truncated_heap_decoded_anyway.fits.fz": ("corrupt_file", "tile 1 of 3")}
+          "fits/truncated_heap_decoded_anyway.fits.fz": ("corrupt_file", "tile 1 of 3"),
+          "fits/blocksize_zero_sigfpe.fits.fz": ("corrupt_file", "BLOCKSIZE = 0"),
+          "config/num_classes_huge.json": ("num_classes", "out of range")}
 for kind in sorted(os.listdir(reg)):
     for name in sorted(os.listdir(os.path.join(reg, kind))):
         path = os.path.join(reg, kind, name)
@@ -20,10 +23,17 @@ for kind in sorted(os.listdir(reg)):
             r = mctest.run(["cutout", path], check=False)
         elif kind in ("weights", "pickle"):
             r = mctest.run(["weights", path], check=False)
+        elif kind == "config":  # a Hub folder: this config.json beside an empty weight file
+            folder = mctest.tmpdir()
+            with open(path, "rb") as src, open(os.path.join(folder, "config.json"), "wb") as dst:
+                dst.write(src.read())
+            open(os.path.join(folder, "model.safetensors"), "wb").close()
+            r = mctest.run(["info", folder], check=False)
+            name = "config.json"
         else:
             continue
         lines = [l for l in r.stderr.splitlines() if l.strip()]
-        want = expect.get(kind + "/" + name)
+        want = expect.get(kind + "/" + os.path.basename(path))
         c.check(r.returncode == 1 and len(lines) == 1 and name in lines[0]
                 and (want is None or all(w in lines[0] for w in want)),
                 "%s/%s: refused with exit 1 and one line (exit %d): %r" % (kind, name, r.returncode, lines))

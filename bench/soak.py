@@ -3,7 +3,7 @@
 rank, as a node failure would), and rerun after every kill until it completes. Then it reports kills survived, rows
 lost (rows an uninterrupted run finishes that the final catalogue does not), rows duplicated (ids present more than
 once) and whether every dataset equals an uninterrupted run bit for bit. Timings are on whatever load the machine
-has. Environment: SOAK_KILLS (100), SOAK_ROWS (6000), SOAK_SEED (14)."""
+has. Environment: SOAK_KILLS (100), SOAK_ROWS (16000), SOAK_SEED (14)."""
 import os
 import random
 import signal
@@ -16,7 +16,7 @@ import mctest  # noqa: E402
 import pipeline_lib as pl  # noqa: E402
 
 kills_wanted = int(os.environ.get("SOAK_KILLS", "100"))
-rows = int(os.environ.get("SOAK_ROWS", "6000"))
+rows = int(os.environ.get("SOAK_ROWS", "16000"))
 rng = random.Random(int(os.environ.get("SOAK_SEED", "14")))
 sv = pl.survey(n=rows, size=64, seed=14, broken=24)
 model = pl.model()

@@ -439,6 +439,23 @@ static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t l
         memcpy(val, c + 10, 70);
         val[70] = 0;
         int k = 0;
+        /* CFITSIO reads these as integers, and a value that is not one (an unterminated string, text) sends
+         * its error message through an overflowing strncat (ffc2j: abort by _FORTIFY_SOURCE; found by
+         * fuzz_fits) */
+        if (!strncmp(key, "ZVAL", 4) || !strncmp(key, "ZTILE", 5) || !strncmp(key, "ZNAXIS", 6) ||
+            !strncmp(key, "ZBITPIX ", 8) || !strncmp(key, "ZDITHER0", 8)) {
+            const char *v = val;
+            while (*v == ' ') v++;
+            if (!strchr("0123456789+-.", *v) || !*v) {
+                char shown[24];
+                snprintf(shown, sizeof shown, "%s", v);
+                for (char *q = shown; *q; q++)
+                    if ((unsigned char)*q < 0x20 || (unsigned char)*q > 0x7e) *q = '?';
+                snprintf(why, len, "%.8s = %s... is not a number", key, shown);
+                bad = 1;
+                continue;
+            }
+        }
         if (sscanf(key, "ZNAME%d", &k) == 1 && strstr(val, "'BLOCKSIZE")) block_n = k;
         else if (sscanf(key, "ZVAL%d", &k) == 1 && k == block_n && atol(val) <= 0) {
             snprintf(why, len, "BLOCKSIZE = %ld", atol(val));

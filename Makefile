@@ -8,10 +8,11 @@ PKGS    := libzip libcjson openblas lapacke cfitsio wcslib libpng libjpeg hdf5-o
 PY      := /usr/bin/python3
 
 CFLAGS  = $(OPT) -g -march=$(MC_ARCH) -std=gnu11 -fno-math-errno -Wall -Wextra -Werror -Wno-format-truncation \
-          -Iinclude -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
+          -Iinclude -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP $(XCFLAGS)
 LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcsv -lcrypto -lm -lpthread
 
-B        := build
+B        ?= build
+BIN      ?= morphcat
 LIB_SRC  := $(wildcard nn/*.c io/*.c jobs/*.c science/*.c report/*.c) $(filter-out pipeline/main.c,$(wildcard pipeline/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o) $(B)/obj/gen/schemas.o
 SCHEMAS  := $(sort $(wildcard nn/schemas/*.json))
@@ -20,10 +21,10 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
-.PHONY: all deps check demo bench clean format
-all: morphcat $(UNIT_BIN) $(BENCH_BIN)
+.PHONY: all deps check demo bench clean format sanitize fuzz fuzz-build soak
+all: $(BIN) $(UNIT_BIN) $(BENCH_BIN)
 
-morphcat: $(B)/obj/pipeline/main.o $(B)/libmorphcat.a
+$(BIN): $(B)/obj/pipeline/main.o $(B)/libmorphcat.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/libmorphcat.a: $(LIB_OBJ)
@@ -74,10 +75,37 @@ bench: deps
 	$(MAKE) all
 	sh bench/run.sh
 
+# The kill campaign: 100 SIGKILLs into one catalogue job, resumed each time (bench/soak.py prints the figures).
+soak: deps
+	$(MAKE) all
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) bench/soak.py
+
 format:
 	clang-format -i $(wildcard include/*.h nn/*.[ch] io/*.[ch] pipeline/*.[ch] jobs/*.[ch] science/*.[ch] report/*.[ch] tests/unit/*.c bench/*.c)
 
+# The same program and unit tests built with AddressSanitizer and UBSan into build-san/ (tests/test_sanitizers.sh
+# runs them and a black-box subset, failing on any report).
+SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+sanitize:
+	$(MAKE) B=build-san BIN=build-san/morphcat OPT="$(SAN_FLAGS)" build-san/morphcat $(UNIT_SRC:tests/unit/%.c=build-san/tests/%)
+
+# libFuzzer harnesses (fuzz/fuzz_*.c) for the readers of untrusted bytes, with ASan and UBSan, into build-fuzz/;
+# `make fuzz` runs each for FUZZ_SECONDS (default 600), tests/test_fuzz.sh for a short budget in make check.
+FUZZ_SRC   := $(wildcard fuzz/fuzz_*.c)
+FUZZ_FLAGS := -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 600
+fuzz-build:
+	$(MAKE) B=build-fuzz CC=clang-14 OPT="$(FUZZ_FLAGS)" \
+	    XCFLAGS="-Wno-unknown-warning-option -Wno-unknown-attributes -Wno-parentheses" $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
+
+build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h build-fuzz/libmorphcat.a
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libmorphcat.a $(LDLIBS)
+
+fuzz: deps
+	$(MAKE) fuzz-build
+	sh fuzz/run.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(B) morphcat
+	rm -rf $(B) build-san build-fuzz morphcat
 
 -include $(LIB_OBJ:.o=.d) $(B)/obj/pipeline/main.d

@@ -268,6 +268,209 @@ static int move_to_first_image(fitsfile *f, const char *path, char *err)
     }
 }
 
+/* A BSCALE or BZERO that is present but not a finite number (NaN, Inf, text), or BSCALE = 0, would turn every
+ * pixel into NaN or 0 without CFITSIO complaining: the header is broken. 1 and the card's value text if so. */
+static int scale_key_bad(fitsfile *f, const char *key, char *value)
+{
+    char comment[FLEN_COMMENT];
+    int st = 0;
+    if (fits_read_keyword(f, key, value, comment, &st)) return 0; /* absent */
+    st = 0;
+    double v = 0;
+    if (fits_read_key(f, TDOUBLE, key, &v, NULL, &st)) return 1;
+    return !isfinite(v) || (!strcmp(key, "BSCALE") && v == 0);
+}
+
+/* RICE_1 tiles are walked here before CFITSIO decodes them: CFITSIO 4.2's fits_rdecomp scans a run of zero
+ * bytes without checking the end of its input, so a damaged tile makes it read past its buffer and crash the
+ * whole job (found by fuzz/fuzz_fits.c; the input is fuzz/regress/fits/). This walks the bit stream of the
+ * Rice code (White 1992; the FITS tiled-image convention, Pence et al. 2009: a first pixel of BYTEPIX bytes,
+ * then per block of BLOCKSIZE pixels an FS code of 3/4/5 bits, FS - 1 = -1 for an all-zero block, the top code
+ * for raw BYTEPIX*8-bit pixels, otherwise per pixel a unary count and FS low bits) and says whether a tile of
+ * n pixels ends within its bytes. Nothing is decoded. */
+static int rice_tile_ok(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int bytepix)
+{
+    const int fsbits = bytepix == 1 ? 3 : bytepix == 2 ? 4 : 5, fsmax = bytepix == 1 ? 6 : bytepix == 2 ? 14 : 25;
+    const uint64_t end = len * 8;
+    uint64_t bit = (uint64_t)bytepix * 8;
+    if (bit > end) return 0;
+    for (int64_t i = 0; i < n; i += nblock) {
+        int64_t m = n - i < nblock ? n - i : nblock;
+        if (bit + (uint64_t)fsbits > end) return 0;
+        int code = 0;
+        for (int k = 0; k < fsbits; k++, bit++) code = code << 1 | ((buf[bit >> 3] >> (7 - (bit & 7))) & 1);
+        int fs = code - 1;
+        if (fs < 0) continue;
+        if (fs == fsmax) {
+            bit += (uint64_t)m * (uint64_t)bytepix * 8;
+            if (bit > end) return 0;
+            continue;
+        }
+        for (int64_t k = 0; k < m; k++) {
+            for (;; bit++) { /* the unary part: zeros up to a one */
+                if (bit >= end) return 0;
+                if ((buf[bit >> 3] >> (7 - (bit & 7))) & 1) break;
+            }
+            bit += 1 + (uint64_t)fs;
+            if (bit > end) return 0;
+        }
+    }
+    return 1;
+}
+
+/* For a tile-compressed HDU: 0 when its tiles are of a sane size and (RICE_1) every tile's code ends within its
+ * bytes, else 1 with why. */
+static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char *why, size_t len)
+{
+    int st = 0;
+    long tile[FITS_MAXDIM]; /* ZTILEn (fits_get_tile_dim is the writing side's); absent: row by row */
+    if (naxis < 1 || naxis > FITS_MAXDIM) return 0;
+    int64_t tile_pix = 1;
+    for (int i = 0; i < naxis; i++) {
+        char key[16];
+        int s = 0;
+        snprintf(key, sizeof key, "ZTILE%d", i + 1);
+        if (fits_read_key(f, TLONG, key, &tile[i], NULL, &s)) tile[i] = i == 0 ? (long)naxes[0] : 1;
+        if (tile[i] < 1) return 0; /* left for CFITSIO to refuse */
+        tile_pix = tile_pix > IO_MAX_PIXELS ? tile_pix : tile_pix * tile[i];
+    }
+    /* CFITSIO allocates a whole tile per read, from ZTILEn alone: a damaged ZTILE asks for gigabytes */
+    if (tile_pix > IO_MAX_PIXELS) {
+        snprintf(why, len, "tiles of %lld pixels (ZTILEn), more than the %lld a cutout may have", (long long)tile_pix,
+                 (long long)IO_MAX_PIXELS);
+        return 1;
+    }
+    char ctype[FLEN_VALUE] = "";
+    /* (fits_get_compression_type, too, is the type CFITSIO would write, not the HDU's) */
+    if (fits_read_key(f, TSTRING, "ZCMPTYPE", ctype, NULL, &st)) return 0;
+    const int rice = !strcasecmp(ctype, "RICE_1") || !strcasecmp(ctype, "RICE_ONE");
+    int nblock = 32, bytepix = 4;
+    for (int i = 1; i < 10; i++) {
+        char key[16], name[FLEN_VALUE] = "";
+        long v = 0;
+        int s = 0;
+        snprintf(key, sizeof key, "ZNAME%d", i);
+        if (fits_read_key(f, TSTRING, key, name, NULL, &s)) break;
+        snprintf(key, sizeof key, "ZVAL%d", i);
+        if (fits_read_key(f, TLONG, key, &v, NULL, &s)) break;
+        if (!strcasecmp(name, "BLOCKSIZE")) nblock = (int)v;
+        if (!strcasecmp(name, "BYTEPIX")) bytepix = (int)v;
+    }
+    if (rice && (nblock < 1 || (bytepix != 1 && bytepix != 2 && bytepix != 4 && bytepix != 8))) {
+        snprintf(why, len, "RICE_1 with BLOCKSIZE %d and BYTEPIX %d", nblock, bytepix);
+        return 1;
+    }
+    if (bytepix == 8) bytepix = 4; /* CFITSIO codes 8-byte integers as 4-byte ones */
+    int col = 0;
+    LONGLONG rows = 0;
+    LONGLONG pcount = 0;
+    if (fits_get_colnum(f, CASEINSEN, "COMPRESSED_DATA", &col, &st) || fits_get_num_rowsll(f, &rows, &st) ||
+        fits_read_key(f, TLONGLONG, "PCOUNT", &pcount, NULL, &st))
+        return 0;
+    LONGLONG ntile[FITS_MAXDIM];
+    for (int i = 0; i < naxis; i++) ntile[i] = tile[i] > 0 ? (naxes[i] + tile[i] - 1) / tile[i] : 1;
+    unsigned char *buf = NULL;
+    LONGLONG cap = 0;
+    int bad = 0;
+    for (LONGLONG r = 1; r <= rows && !bad; r++) {
+        LONGLONG repeat = 0, offset = 0;
+        if (fits_read_descriptll(f, col, r, &repeat, &offset, &st)) {
+            snprintf(why, len, "tile %lld of %lld: unreadable descriptor", (long long)r, (long long)rows);
+            bad = 1;
+            break;
+        }
+        if (repeat == 0) continue; /* stored otherwise (GZIP_COMPRESSED_DATA, UNCOMPRESSED_DATA) */
+        if (repeat < 0 || offset < 0 || repeat + offset > pcount) { /* CFITSIO would allocate `repeat` bytes */
+            snprintf(why, len, "tile %lld of %lld claims %lld bytes at offset %lld of a %lld-byte heap", (long long)r,
+                     (long long)rows, (long long)repeat, (long long)offset, (long long)pcount);
+            bad = 1;
+            break;
+        }
+        if (repeat > cap) {
+            cap = repeat;
+            buf = mc_realloc(buf, (size_t)cap);
+        }
+        int anynul = 0;
+        if (fits_read_col(f, TBYTE, col, r, 1, repeat, NULL, buf, &anynul, &st)) {
+            /* (CFITSIO 4.2 goes on to decode what it could not read, and crashes: found by fuzz_fits) */
+            snprintf(why, len, "tile %lld of %lld: its %lld bytes cannot be read (file truncated?)", (long long)r,
+                     (long long)rows, (long long)repeat);
+            bad = 1;
+            break;
+        }
+        if (!rice) continue;
+        int64_t n = 1; /* this tile's pixels: edge tiles are cut to the image */
+        LONGLONG idx = r - 1;
+        for (int i = 0; i < naxis; i++) {
+            LONGLONG t = idx % ntile[i];
+            idx /= ntile[i];
+            LONGLONG ext = naxes[i] - t * tile[i];
+            n *= ext < tile[i] ? ext : tile[i];
+        }
+        if (!rice_tile_ok(buf, (uint64_t)repeat, n, nblock, bytepix)) {
+            snprintf(why, len, "RICE_1 tile %lld of %lld: its code runs past its %lld bytes", (long long)r,
+                     (long long)rows, (long long)repeat);
+            bad = 1;
+        }
+    }
+    free(buf);
+    return bad;
+}
+
+/* CFITSIO 4.2 divides by a tile-compressed header's BLOCKSIZE and ZTILEn as it enters the HDU (in
+ * imcomp_calc_max_elem), so a 0 there kills the process with SIGFPE before any check of ours can run (found by
+ * fuzz_fits). A plain FITS file's header cards are scanned for those first, byte by byte as they are stored:
+ * 1 and why when one is <= 0. Gzipped files are not scanned (CFITSIO inflates them itself). */
+static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t len)
+{
+    if (size <= 0 || size > ((int64_t)256 << 20)) return 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0;
+    char *b = mc_malloc((size_t)size);
+    size_t n = fread(b, 1, (size_t)size, fp);
+    fclose(fp);
+    int bad = 0, block_n = -1;
+    for (size_t at = 0; at + 80 <= n && !bad; at += 80) {
+        const char *c = b + at;
+        char key[9], val[72];
+        memcpy(key, c, 8);
+        key[8] = 0;
+        if (c[8] != '=' || c[9] != ' ') continue;
+        memcpy(val, c + 10, 70);
+        val[70] = 0;
+        int k = 0;
+        /* CFITSIO reads these as integers, and a value that is not one (an unterminated string, text) sends
+         * its error message through an overflowing strncat (ffc2j: abort by _FORTIFY_SOURCE; found by
+         * fuzz_fits) */
+        if (!strncmp(key, "ZVAL", 4) || !strncmp(key, "ZTILE", 5) || !strncmp(key, "ZNAXIS", 6) ||
+            !strncmp(key, "ZBITPIX ", 8) || !strncmp(key, "ZDITHER0", 8)) {
+            const char *v = val;
+            while (*v == ' ') v++;
+            if (!strchr("0123456789+-.", *v) || !*v) {
+                char shown[24];
+                snprintf(shown, sizeof shown, "%s", v);
+                for (char *q = shown; *q; q++)
+                    if ((unsigned char)*q < 0x20 || (unsigned char)*q > 0x7e) *q = '?';
+                snprintf(why, len, "%.8s = %s... is not a number", key, shown);
+                bad = 1;
+                continue;
+            }
+        }
+        if (sscanf(key, "ZNAME%d", &k) == 1 && strstr(val, "'BLOCKSIZE")) block_n = k;
+        else if (sscanf(key, "ZVAL%d", &k) == 1 && k == block_n && atol(val) <= 0) {
+            snprintf(why, len, "BLOCKSIZE = %ld", atol(val));
+            bad = 1;
+        } else if (sscanf(key, "ZTILE%d", &k) == 1 && atol(val) <= 0) {
+            snprintf(why, len, "ZTILE%d = %ld", k, atol(val));
+            bad = 1;
+        } else if (!strncmp(key, "END     ", 8)) {
+            block_n = -1;
+        }
+    }
+    free(b);
+    return bad;
+}
+
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
                         const char *hdu, io_cutout *c, char *err)
 {
@@ -276,6 +479,9 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
     fitsfile *f = NULL;
     int status = 0;
     char why[FLEN_STATUS];
+    char kwhy[96];
+    if (plain && raw_tile_keys_bad(path, size, kwhy, sizeof kwhy))
+        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: corrupt tile-compression header (%s)", path, kwhy);
     /* diskfile: the path is a plain file name, never CFITSIO's extended syntax ("x.fits[1]", "a=b"). */
     if (fits_open_diskfile(&f, path, READONLY, &status)) {
         if (f) {
@@ -312,6 +518,15 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
         rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d has an unreadable image header (cfitsio: %s)",
                             path, hdunum, fits_reason(status, why));
         goto done;
+    }
+    char sval[FLEN_VALUE];
+    for (int k = 0; k < 2; k++) {
+        const char *key = k ? "BZERO" : "BSCALE";
+        if (scale_key_bad(f, key, sval)) {
+            rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: %s = %s is not a usable scaling number", path,
+                                hdunum, key, sval);
+            goto done;
+        }
     }
     if (naxis > FITS_MAXDIM || npix == 0) {
         rc = io_cutout_fail(err, MC_ROW_BAD_SHAPE, "%s: HDU %d holds no image data (NAXIS = %d)", path,
@@ -363,6 +578,12 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
             "%s: truncated: header promises %s %s pixels (%lld bytes), file ends after %lld of %lld planes",
             path, shape, bitpix_name(bitpix), (long long)(plane_bytes * nb), (long long)(have / plane_bytes),
             (long long)nb);
+        goto done;
+    }
+    char rwhy[160];
+    if (zimg && rice_tiles_check(f, naxis, naxes, rwhy, sizeof rwhy)) {
+        rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: corrupt tile-compressed pixel data (%s)", path, hdunum,
+                            rwhy);
         goto done;
     }
     float *pix = io_cutout_reserve(c, (size_t)(w * h * nb));

@@ -133,6 +133,28 @@ typedef struct {
     char *hdr_err; /* whole-manifest error while reading the header */
 } csv_state;
 
+/* The first offence of an id against UTF-8 (ids become HDF5 strings that every reader decodes as UTF-8), as
+ * text into why; 0 when the id is fine. Control characters are allowed: a quoted CSV field may hold them. */
+static int id_offence(const char *id, size_t n, char *why, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)id;
+    for (size_t i = 0; i < n;) {
+        unsigned c = u[i];
+        int k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : -1;
+        int ok = k >= 0 && i + (size_t)k < n + (k == 0);
+        for (int j = 1; ok && j <= k; j++) ok = (u[i + (size_t)j] & 0xc0) == 0x80;
+        if (ok && k == 1) ok = c >= 0xc2;                                 /* overlong */
+        if (ok && k == 2) ok = !(c == 0xe0 && u[i + 1] < 0xa0) && !(c == 0xed && u[i + 1] >= 0xa0); /* overlong, surrogates */
+        if (ok && k == 3) ok = c <= 0xf4 && !(c == 0xf0 && u[i + 1] < 0x90) && !(c == 0xf4 && u[i + 1] >= 0x90);
+        if (!ok) {
+            snprintf(why, len, "id_str is not valid UTF-8 (byte 0x%02x at offset %zu)", c, i);
+            return 1;
+        }
+        i += (size_t)k + 1;
+    }
+    return 0;
+}
+
 static void cb_field(void *s, size_t len, void *data)
 {
     csv_state *st = (csv_state *)data;
@@ -269,6 +291,11 @@ static void cb_record(int c, void *data)
         snprintf(note, sizeof note, "%s", st->a.buf + st->val[COL_BAD]);
     else if (!st->val[COL_ID] || st->val_len[COL_ID] == 0)
         snprintf(note, sizeof note, "empty id_str");
+    else if (id_offence(st->a.buf + st->val[COL_ID], st->val_len[COL_ID], note, sizeof note))
+        for (size_t k = 0; k < st->val_len[COL_ID]; k++) { /* the stored id stays valid: '?' for bytes >= 0x80 */
+            unsigned char *b = (unsigned char *)st->a.buf + st->val[COL_ID] + k;
+            if (*b >= 0x80) *b = '?';
+        }
     else if (!st->val[COL_PATH] || st->val_len[COL_PATH] == 0)
         snprintf(note, sizeof note, "empty path");
     else if (parse_degrees(ra, -360, 360, &r->ra))

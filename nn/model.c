@@ -106,6 +106,8 @@ static int config_read(const char *path, hub_config *cfg, char *err)
         rc = mc_fail(err, "%s: no \"architecture\" string", path);
     } else if (nc && !cJSON_IsNumber(nc)) {
         rc = mc_fail(err, "%s: \"num_classes\" is not a number", path);
+    } else if (nc && !(nc->valuedouble >= 0 && nc->valuedouble <= 1e6)) { /* (int) of 1e300 is undefined */
+        rc = mc_fail(err, "%s: \"num_classes\" %g is out of range (0 to 1000000)", path, nc->valuedouble);
     } else {
         cfg->present = 1;
         snprintf(cfg->arch, sizeof cfg->arch, "%s", a->valuestring);

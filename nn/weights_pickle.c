@@ -175,6 +175,13 @@ static pk_value *pk_top(pk_vm *vm)
 }
 
 /* Pops back to the innermost mark; the popped items stay readable at stack[*first .. *first + *n). */
+/* The stack from index i on; NULL while the stack was never allocated (an empty MARK at the very start: adding
+ * even 0 to a null pointer is undefined behaviour, found by fuzz/fuzz_pickle.c). */
+static pk_value **pk_stack_at(pk_vm *vm, size_t i)
+{
+    return vm->stack ? vm->stack + i : NULL;
+}
+
 static int pk_pop_mark(pk_vm *vm, size_t *first, size_t *n)
 {
     if (vm->mn == 0) return pk_fail(vm, "pickle has no MARK to pop to");
@@ -1057,26 +1064,26 @@ static int pk_step(pk_vm *vm, int *done)
         n = (size_t)(vm->op - OP_TUPLE1 + 1);
         if (pk_avail(vm) < n) return pk_fail(vm, "pickle stack underflow");
         vm->sn -= n;
-        return pk_push(vm, pk_new_seq(vm, PK_TUPLE, vm->stack + vm->sn, n));
+        return pk_push(vm, pk_new_seq(vm, PK_TUPLE, pk_stack_at(vm, vm->sn), n));
     case OP_TUPLE:
         if (pk_pop_mark(vm, &first, &n)) return -1;
-        return pk_push(vm, pk_new_seq(vm, PK_TUPLE, vm->stack + first, n));
+        return pk_push(vm, pk_new_seq(vm, PK_TUPLE, pk_stack_at(vm, first), n));
     case OP_EMPTY_LIST:
         return pk_push(vm, pk_new_seq(vm, PK_LIST, NULL, 0));
     case OP_LIST:
         if (pk_pop_mark(vm, &first, &n)) return -1;
-        return pk_push(vm, pk_new_seq(vm, PK_LIST, vm->stack + first, n));
+        return pk_push(vm, pk_new_seq(vm, PK_LIST, pk_stack_at(vm, first), n));
     case OP_EMPTY_SET:
         return pk_push(vm, pk_new_seq(vm, PK_SET, NULL, 0));
     case OP_FROZENSET:
         if (pk_pop_mark(vm, &first, &n)) return -1;
-        return pk_push(vm, pk_new_seq(vm, PK_SET, vm->stack + first, n));
+        return pk_push(vm, pk_new_seq(vm, PK_SET, pk_stack_at(vm, first), n));
     case OP_EMPTY_DICT:
         return pk_push(vm, pk_new(vm, PK_DICT));
     case OP_DICT:
         if (pk_pop_mark(vm, &first, &n)) return -1;
         if (!(a = pk_new(vm, PK_DICT))) return pk_oom(vm);
-        if (pk_dict_extend(vm, a, vm->stack + first, n)) return -1;
+        if (pk_dict_extend(vm, a, pk_stack_at(vm, first), n)) return -1;
         return pk_push(vm, a);
 
     case OP_APPEND:
@@ -1085,7 +1092,7 @@ static int pk_step(pk_vm *vm, int *done)
     case OP_APPENDS:
     case OP_ADDITEMS:
         if (pk_pop_mark(vm, &first, &n)) return -1;
-        return pk_op_appends(vm, vm->stack + first, n, vm->op == OP_ADDITEMS);
+        return pk_op_appends(vm, pk_stack_at(vm, first), n, vm->op == OP_ADDITEMS);
     case OP_SETITEM: {
         if (pk_avail(vm) < 3) return pk_fail(vm, "pickle stack underflow");
         pk_value *kv[2] = {vm->stack[vm->sn - 2], vm->stack[vm->sn - 1]};
@@ -1094,7 +1101,7 @@ static int pk_step(pk_vm *vm, int *done)
     }
     case OP_SETITEMS:
         if (pk_pop_mark(vm, &first, &n)) return -1;
-        return pk_op_setitems(vm, vm->stack + first, n);
+        return pk_op_setitems(vm, pk_stack_at(vm, first), n);
 
     case OP_GLOBAL: {
         size_t mln;
@@ -1127,7 +1134,7 @@ static int pk_step(pk_vm *vm, int *done)
         const char *mod = pk_read_line(vm, &mln);
         if (!mod || !(line = pk_read_line(vm, &ln))) return -1;
         if (pk_pop_mark(vm, &first, &n)) return -1;
-        pk_value *args = pk_new_seq(vm, PK_TUPLE, vm->stack + first, n);
+        pk_value *args = pk_new_seq(vm, PK_TUPLE, pk_stack_at(vm, first), n);
         if (!args) return pk_oom(vm);
         if (!(a = pk_new_global(vm, mod, mln, line, ln))) return vm->err[0] ? -1 : pk_oom(vm);
         if (!(c = pk_call(vm, a, args))) return vm->err[0] ? -1 : pk_oom(vm);
@@ -1136,7 +1143,7 @@ static int pk_step(pk_vm *vm, int *done)
     case OP_OBJ: {
         if (pk_pop_mark(vm, &first, &n)) return -1;
         if (n == 0) return pk_fail(vm, "OBJ without a class");
-        pk_value *args = pk_new_seq(vm, PK_TUPLE, vm->stack + first + 1, n - 1);
+        pk_value *args = pk_new_seq(vm, PK_TUPLE, pk_stack_at(vm, first + 1), n - 1);
         if (!args) return pk_oom(vm);
         if (!(c = pk_call(vm, vm->stack[first], args))) return vm->err[0] ? -1 : pk_oom(vm);
         return pk_push(vm, c);

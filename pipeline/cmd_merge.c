@@ -5,6 +5,7 @@
 
 #include "jobs/jobs.h"
 #include "pipeline/cli.h"
+#include "pipeline/lock.h"
 
 static void merge_usage(FILE *f)
 {
@@ -19,7 +20,9 @@ static void merge_usage(FILE *f)
             "--allow-pending. The output is written to RELEASE.h5.tmp and renamed: rerunning a merge\n"
             "(e.g. a Slurm step after afterok) is safe.\n\n"
             "  --release NAME   the release attribute of the result (default: the last input's)\n"
-            "  --allow-pending  keep rows no input has finished, as pending\n");
+            "  --allow-pending  keep rows no input has finished, as pending\n"
+            "  --lock-stale-after S  another host's lock on the output without a heartbeat for S seconds is\n"
+            "                   stale (default 300); a merge into an output another job holds is refused\n");
 }
 
 int cmd_merge(int argc, char **argv)
@@ -27,16 +30,19 @@ int cmd_merge(int argc, char **argv)
     static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                          {"release", required_argument, 0, 'r'},
                                          {"allow-pending", no_argument, 0, 'p'},
+                                         {"lock-stale-after", required_argument, 0, 's'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *output = NULL, *release = "";
     int allow_pending = 0, c;
+    double stale = MC_LOCK_STALE_DEFAULT;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'o': output = optarg; break;
         case 'r': release = optarg; break;
         case 'p': allow_pending = 1; break;
+        case 's': stale = atof(optarg); break;
         case 'h': merge_usage(stdout); return MC_EXIT_OK;
         default: merge_usage(stderr); return MC_EXIT_USAGE;
         }
@@ -49,10 +55,22 @@ int cmd_merge(int argc, char **argv)
         fprintf(stderr, "morphcat: merge: --release is longer than %d bytes\n", IO_CAT_RELEASE_LEN - 1);
         return MC_EXIT_USAGE;
     }
-    char err[MC_ERR_LEN];
+    if (!(stale > 0)) {
+        fprintf(stderr, "morphcat: merge: --lock-stale-after must be > 0 seconds\n");
+        return MC_EXIT_USAGE;
+    }
+    char err[MC_ERR_LEN] = "", note[MC_ERR_LEN];
     jobs_merge_stats st;
     double t0 = mc_now();
-    if (jobs_merge((const char *const *)argv + optind, argc - optind, output, release, allow_pending, &st, err)) {
+    mc_lock *lock;
+    if (mc_lock_acquire(output, "merge", stale, &lock, note, err)) {
+        fprintf(stderr, "morphcat: merge: %s\n", err);
+        return MC_EXIT_FAIL;
+    }
+    if (note[0]) fprintf(stderr, "morphcat: merge: %s\n", note);
+    int rc = jobs_merge((const char *const *)argv + optind, argc - optind, output, release, allow_pending, &st, err);
+    mc_lock_release(lock);
+    if (rc) {
         fprintf(stderr, "morphcat: merge: %s\n", err);
         return MC_EXIT_FAIL;
     }

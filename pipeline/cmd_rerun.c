@@ -12,6 +12,7 @@
 
 #include "jobs/jobs.h"
 #include "pipeline/cli.h"
+#include "pipeline/lock.h"
 #include "pipeline/run.h"
 
 static void rerun_usage(FILE *f)
@@ -392,7 +393,17 @@ int cmd_rerun(int argc, char **argv)
                                        "stays as it is)\n");
         rc = MC_EXIT_USAGE;
     } else {
-        rc = rerun_job(&a);
+        /* one rerun per output; its delta job then locks delta.h5 as any run does */
+        double stale = MC_LOCK_STALE_DEFAULT;
+        for (int i = 0; i + 1 < a.n_fwd; i++)
+            if (!strcmp(a.fwd[i], "--lock-stale-after") && atof(a.fwd[i + 1]) > 0) stale = atof(a.fwd[i + 1]);
+        mc_lock *lock;
+        if (mc_lock_acquire_all(MPI_COMM_WORLD, a.output, "rerun", stale, &lock, "rerun: ")) {
+            rc = MC_EXIT_FAIL;
+        } else {
+            rc = rerun_job(&a);
+            mc_lock_release(lock);
+        }
     }
     free(a.fwd);
     MPI_Finalize();

@@ -11,6 +11,7 @@
 
 #include "io/npy.h"
 #include "pipeline/cli.h"
+#include "pipeline/lock.h"
 #include "pipeline/run.h"
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -103,6 +104,8 @@ typedef struct run_state {
     float *pca_c, *pca_m; /* (K, D), (D) */
     io_manifest man;
     io_catalog *cat;
+    mc_file_id cat_id; /* the catalogue file this rank opened: writes stop if the path becomes another file */
+    mc_lock *lock;     /* rank 0: the output's lock; writes stop if another job broke it */
     nn_plan *plan;
     /* per-unit output rows */
     float *head, *embed, *conc, *frac, *lo, *hi, *asked, *emb_rows, *pca_rows, *q_asked;
@@ -176,6 +179,10 @@ static void detect_slot(run_state *r, mc_slot *s)
 static int commit(run_state *r, char *err)
 {
     if (r->n_pend == 0) return 0;
+    if (mc_file_id_check(r->job->output, &r->cat_id, err)) return -1;
+    if (mc_lock_lost(r->lock))
+        return mc_fail(err, "%s.lock: another job broke this job's lock (judged stale): stopping so that only one "
+                            "job writes", r->job->output);
     /* values first, made durable; only then the statuses that declare them finished */
     if (io_catalog_sync(r->cat, err)) return -1;
     for (int i = 0; i < r->n_pend; i++)
@@ -326,6 +333,11 @@ static int run_job(const mc_job *job)
     mc_work *work = NULL;
     uint8_t *status = NULL;
     int64_t *todo = NULL;
+    mc_lock *lock = NULL;
+
+    /* ---- one job per catalogue: refused before anything is loaded or written ---- */
+    if (mc_lock_acquire_all(r->comm, job->output, "run", job->lock_stale_after, &lock, "")) return MC_EXIT_FAIL;
+    r->lock = lock;
 
     /* ---- everything that can fail the whole run fails here, before any galaxy ---- */
     rc = nn_model_load(job->model, &r->model, err);
@@ -462,6 +474,8 @@ static int run_job(const mc_job *job)
         if (r->rank == 0) fprintf(stderr, "morphcat: %s\n", err);
         goto out;
     }
+    rc = mc_file_id_get(job->output, &r->cat_id, err);
+    if (fail_all(r->comm, rc, err)) goto out;
     if (io_catalog_is_complete(r->cat)) {
         if (r->rank == 0)
             printf("morphcat: %s is complete (%lld galaxies): nothing to do\n", job->output, (long long)N);
@@ -651,6 +665,7 @@ out:
     free(r->cl_box);
     free(r->cl_ra);
     free(r->cl_dec);
+    mc_lock_release(lock);
     return exit_code;
 }
 

@@ -6,6 +6,7 @@
 
 #include "jobs/jobs.h"
 #include "pipeline/cli.h"
+#include "pipeline/lock.h"
 
 static void status_usage(FILE *f)
 {
@@ -16,13 +17,17 @@ static void status_usage(FILE *f)
                "sbatch scripts name them) and chunks not started count as remaining. The rate is measured by\n"
                "reading the status columns twice, --interval S apart; without it, it is averaged from a\n"
                "catalogue's creation to its last write (pauses and queue waits included). Safe to run while\n"
-               "the job writes. Exit status 0 (1 when a catalogue cannot be read).\n");
+               "the job writes. A catalogue some job holds (CAT.h5.lock) says by whom, and whether that lock is\n"
+               "stale (its holder is gone on this host, or silent for --lock-stale-after S seconds, default 300,\n"
+               "on another). Exit status 0 (1 when a catalogue cannot be read).\n");
 }
 
 typedef struct entry {
     char path[4200];
     int64_t planned_rows; /* from the plan, for chunks not started */
     jobs_status s;
+    int held; /* 1 when CAT.h5.lock exists: lock says who holds it */
+    mc_lock_holder lock;
 } entry;
 
 static int64_t done_of(const jobs_status *s)
@@ -32,10 +37,12 @@ static int64_t done_of(const jobs_status *s)
     return d;
 }
 
-static int read_all(entry *e, int n, char *err)
+static int read_all(entry *e, int n, double stale, char *err)
 {
     for (int i = 0; i < n; i++) {
         if (jobs_status_read(e[i].path, &e[i].s, err)) return -1;
+        e[i].held = mc_lock_query(e[i].path, stale, &e[i].lock, err);
+        if (e[i].held < 0) return -1;
         if ((e[i].s.absent || e[i].s.creating) && e[i].planned_rows) e[i].s.n_rows = e[i].planned_rows;
         if (e[i].s.absent || e[i].s.creating) e[i].s.counts[MC_ROW_PENDING] = e[i].s.n_rows;
     }
@@ -47,6 +54,24 @@ static const char *state_of(const jobs_status *s)
     if (s->absent) return "not started";
     if (s->creating) return "being created";
     return s->counts[MC_ROW_PENDING] ? "incomplete" : "complete";
+}
+
+static void json_str(const char *t)
+{
+    printf("\"");
+    for (const char *p = t; *p; p++) printf(*p == '"' || *p == '\\' ? "\\%c" : (unsigned char)*p < 32 ? "?" : "%c", *p);
+    printf("\"");
+}
+
+static void print_lock_text(const entry *e)
+{
+    if (e->held != 1) return;
+    char d[800];
+    mc_lock_describe(&e->lock, d, sizeof d);
+    if (e->lock.stale)
+        printf("  lock: held by %s: STALE (%s); the next job on it breaks it\n", d, e->lock.why_stale);
+    else
+        printf("  lock: held by %s\n", d);
 }
 
 static void print_text(const char *label, const jobs_status *s, int detail)
@@ -65,7 +90,7 @@ static void print_text(const char *label, const jobs_status *s, int detail)
     printf("\n");
 }
 
-static void print_json_one(const char *path, const jobs_status *s, int last)
+static void print_json_one(const char *path, const jobs_status *s, const entry *e, int last)
 {
     printf("    {\"path\": \"");
     for (const char *p = path; *p; p++) printf(*p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
@@ -74,16 +99,34 @@ static void print_json_one(const char *path, const jobs_status *s, int last)
            (long long)s->counts[MC_ROW_PENDING], s->release);
     for (int k = 0; k < MC_ROW_NSTATUS; k++)
         printf("%s\"%s\": %lld", k ? ", " : "", mc_row_status_name(k), (long long)s->counts[k]);
-    printf("}}%s\n", last ? "" : ",");
+    printf("}, \"lock\": ");
+    if (e->held == 1) {
+        printf("{\"command\": ");
+        json_str(e->lock.command);
+        printf(", \"host\": ");
+        json_str(e->lock.host);
+        printf(", \"pid\": %ld, \"slurm_job\": ", e->lock.pid);
+        json_str(e->lock.slurm_job);
+        printf(", \"started_utc\": ");
+        json_str(e->lock.started_utc);
+        printf(", \"heartbeat_age\": %.1f, \"stale\": %s, \"why_stale\": ", e->lock.heartbeat_age,
+               e->lock.stale ? "true" : "false");
+        json_str(e->lock.stale ? e->lock.why_stale : "");
+        printf("}");
+    } else {
+        printf("null");
+    }
+    printf("}%s\n", last ? "" : ",");
 }
 
 int cmd_status(int argc, char **argv)
 {
     static const struct option opts[] = {{"plan", required_argument, 0, 'p'},   {"outputs", required_argument, 0, 'o'},
                                          {"interval", required_argument, 0, 'i'}, {"json", no_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+                                         {"help", no_argument, 0, 'h'},           {"lock-stale-after", required_argument, 0, 's'},
+                                         {0, 0, 0, 0}};
     const char *plan = NULL, *outputs = NULL;
-    double interval = 0;
+    double interval = 0, stale = MC_LOCK_STALE_DEFAULT;
     int json = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -92,6 +135,7 @@ int cmd_status(int argc, char **argv)
         case 'o': outputs = optarg; break;
         case 'i': interval = atof(optarg); break;
         case 'j': json = 1; break;
+        case 's': stale = atof(optarg); break;
         case 'h': status_usage(stdout); return MC_EXIT_OK;
         default: status_usage(stderr); return MC_EXIT_USAGE;
         }
@@ -125,14 +169,14 @@ int cmd_status(int argc, char **argv)
         e = mc_calloc((size_t)n, sizeof *e);
         for (int i = 0; i < n; i++) snprintf(e[i].path, sizeof e[i].path, "%s", argv[optind + i]);
     }
-    int rc = read_all(e, n, err);
+    int rc = read_all(e, n, stale, err);
     double rate = -1, t_first = mc_now();
     int64_t done0 = 0;
     for (int i = 0; i < n; i++) done0 += done_of(&e[i].s);
     if (!rc && interval > 0) {
         useconds_t us = (useconds_t)(interval * 1e6);
         usleep(us);
-        rc = read_all(e, n, err);
+        rc = read_all(e, n, stale, err);
         int64_t done1 = 0;
         for (int i = 0; i < n; i++) done1 += done_of(&e[i].s);
         rate = (double)(done1 - done0) / (mc_now() - t_first);
@@ -155,14 +199,17 @@ int cmd_status(int argc, char **argv)
     double avg = n == 1 && age > 0 ? (double)done_of(&tot) / age : -1;
     if (json) {
         printf("{\n  \"catalogues\": [\n");
-        for (int i = 0; i < n; i++) print_json_one(e[i].path, &e[i].s, i == n - 1);
+        for (int i = 0; i < n; i++) print_json_one(e[i].path, &e[i].s, &e[i], i == n - 1);
         printf("  ],\n  \"total\": {\"rows\": %lld, \"done\": %lld, \"remaining\": %lld, \"failed\": %lld, "
                "\"started\": %d, \"catalogues\": %d},\n", (long long)tot.n_rows, (long long)done_of(&tot),
                (long long)tot.counts[MC_ROW_PENDING], (long long)(done_of(&tot) - tot.counts[MC_ROW_OK]), started, n);
         printf("  \"rate\": %.6g,\n  \"rate_kind\": \"%s\"\n}\n", rate >= 0 ? rate : avg >= 0 ? avg : 0.0,
                rate >= 0 ? "measured" : avg >= 0 ? "average since creation" : "unknown");
     } else {
-        for (int i = 0; i < n; i++) print_text(e[i].path, &e[i].s, 1);
+        for (int i = 0; i < n; i++) {
+            print_text(e[i].path, &e[i].s, 1);
+            print_lock_text(&e[i]);
+        }
         if (n > 1) print_text("total", &tot, 0);
         double r = rate >= 0 ? rate : avg;
         if (r > 0) {

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <ini.h>
 
+#include "pipeline/lock.h"
 #include "pipeline/run.h"
 
 static void run_usage(FILE *f)
@@ -41,7 +42,9 @@ static void run_usage(FILE *f)
             "                      refused where AMX cannot be used); fixed per catalogue\n"
             "  --commit-seconds T  make results durable at least this often (default 30)\n"
             "  --progress-seconds T  progress lines this often (default 30)\n"
-            "  --config FILE.ini   read options from an INI file (keys = option names, [job] section)\n\n"
+            "  --config FILE.ini   read options from an INI file (keys = option names, [job] section)\n"
+            "  --lock-stale-after S  a lock on the output held from another host whose heartbeat is older\n"
+            "                      than S seconds is stale and broken (default 300; one job per output)\n\n"
             "Exit status: 0 done (failed galaxies are rows with a status and message, not errors);\n"
             "1 nothing done (bad configuration, model, manifest or output, one line on stderr);\n"
             "4 stopped by a signal (SIGTERM, SIGUSR1, SIGINT) after committing: rerun to resume.\n",
@@ -69,6 +72,7 @@ static int set_option(mc_job *job, const char *key, const char *v, char *err)
     else if (!strcmp(key, "batch")) job->batch = atoi(v);
     else if (!strcmp(key, "commit-seconds")) job->commit_seconds = atof(v);
     else if (!strcmp(key, "progress-seconds")) job->progress_seconds = atof(v);
+    else if (!strcmp(key, "lock-stale-after")) job->lock_stale_after = atof(v);
     else if (!strcmp(key, "embedding")) {
         if (!strcmp(v, "f32") || !strcmp(v, "float32")) job->embed = 1;
         else if (!strcmp(v, "f16") || !strcmp(v, "float16")) job->embed = 2;
@@ -116,6 +120,7 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
     job->progress_seconds = 30;
     job->max_messages = 50;
     job->det_bn_eps = 1e-5;
+    job->lock_stale_after = MC_LOCK_STALE_DEFAULT;
     snprintf(job->clumps, sizeof job->clumps, "clumpscout");
     static const struct option opts[] = {
         {"manifest", required_argument, 0, 0},         {"model", required_argument, 0, 0},
@@ -128,6 +133,7 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
         {"config", required_argument, 0, 0},           {"release", required_argument, 0, 0},
         {"detector", required_argument, 0, 0},         {"clumps", required_argument, 0, 0},
         {"detector-bn-eps", required_argument, 0, 0},  {"precision", required_argument, 0, 0},
+        {"lock-stale-after", required_argument, 0, 0},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     /* first pass: the INI file, so command-line options override it */
@@ -159,6 +165,7 @@ int mc_job_parse(int argc, char **argv, mc_job *job, char *err)
     if (job->batch < 1 || job->batch > 4096) return mc_fail(err, "--batch must be 1..4096");
     if (job->size < 16 || job->size > 4096) return mc_fail(err, "--size must be 16..4096");
     if (!(job->det_bn_eps >= 0 && job->det_bn_eps < 1)) return mc_fail(err, "--detector-bn-eps must be in [0, 1)");
+    if (!(job->lock_stale_after > 0)) return mc_fail(err, "--lock-stale-after must be > 0 seconds");
     if (job->commit_seconds < 0 || job->progress_seconds <= 0)
         return mc_fail(err, "--commit-seconds must be >= 0 and --progress-seconds > 0");
     snprintf(job->config_text, sizeof job->config_text,

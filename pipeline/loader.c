@@ -3,6 +3,7 @@
  * It makes no MPI, HDF5 or BLAS calls; it only fills slots. Per-galaxy failures become the row's status and
  * message here ("<id_str>: <file>: <reason>"). */
 #include <math.h>
+#include <sys/stat.h>
 
 #include "pipeline/run.h"
 
@@ -23,6 +24,15 @@ struct mc_loader {
     int detect;
     mc_clump_post post;
 };
+
+/* A file's identity and last change: equal stamps before the checksum and after the decode mean both read
+ * the same bytes (any write moves ctime, which the kernel keeps in nanoseconds). */
+static int same_stamp(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
 
 static void load_row(mc_loader *l, mc_slot *s, int i)
 {
@@ -47,9 +57,25 @@ static void load_row(mc_loader *l, mc_slot *s, int i)
         io_read_opts o = {row->hdu && row->hdu[0] ? row->hdu : l->hdu};
         /* the content checksum first (data-release reruns compare it); a file that cannot be read is
          * reported by the decoder below, with its reason */
-        char herr[MC_ERR_LEN];
-        if (io_file_checksum(row->path, s->sum + (size_t)i * IO_CAT_SUM_LEN, herr)) s->sum[(size_t)i * IO_CAT_SUM_LEN] = 0;
-        st = io_cutout_read(row->path, &o, &l->cut, err);
+        char herr[MC_ERR_LEN], *sum = s->sum + (size_t)i * IO_CAT_SUM_LEN;
+        /* a file replaced, rewritten, shrunk or removed between the checksum and the decode would leave a
+         * row whose checksum describes other bytes than its values: read again, and after three tries say
+         * that the file would not hold still */
+        for (int attempt = 1;; attempt++) {
+            struct stat before, after;
+            int had = stat(row->path, &before) == 0;
+            if (io_file_checksum(row->path, sum, herr)) sum[0] = 0;
+            st = io_cutout_read(row->path, &o, &l->cut, err);
+            int has = stat(row->path, &after) == 0;
+            if (had == has && (!had || same_stamp(&before, &after))) break;
+            if (attempt == 3) {
+                sum[0] = 0;
+                st = has ? MC_ROW_CORRUPT : MC_ROW_MISSING;
+                snprintf(err, sizeof err, "%s: the file %s while it was being read (3 tries)", row->path,
+                         has ? "kept changing" : "vanished");
+                break;
+            }
+        }
         if (st == MC_ROW_OK) {
             if (s->radec_src[i] == 0 && l->cut.has_wcs) {
                 s->ra[i] = l->cut.ra;

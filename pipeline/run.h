@@ -34,6 +34,7 @@ typedef struct mc_job {
     double commit_seconds;          /* how often results are made durable (fsync, then statuses) */
     double progress_seconds;        /* how often progress lines are printed */
     int max_messages;               /* per-galaxy failure lines printed per rank before going quiet */
+    double lock_stale_after;        /* another host's lock without a heartbeat this long is stale (s) */
 } mc_job;
 
 /* Fill job from `morphcat run` arguments (and an INI file given with --config). Returns 0, 1 for --help

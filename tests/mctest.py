@@ -57,6 +57,23 @@ def mpirun(n, argv, check=True, timeout=None, **kw):
     return cp
 
 
+def session_signal(sid, sig):
+    """Signal every process of session sid (a Popen started with start_new_session=True has sid == its pid).
+    mpirun puts its ranks in process groups of their own, so os.killpg(mpirun) alone leaves the ranks running
+    for a while; a node failure or `scancel -s KILL` kills them all at once, as this does."""
+    for _ in range(2):  # a second pass catches a rank forked while the first was under way
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % p) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[3]) == sid:
+                    os.kill(int(p), sig)
+            except (OSError, IndexError, ValueError):
+                pass
+
+
 def rel_max_err(ours, ref):
     import numpy as np
     ours = np.asarray(ours, dtype=np.float64)

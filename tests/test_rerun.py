@@ -75,7 +75,7 @@ def attempt(kill_after):
     try:
         so, se = p.communicate(timeout=kill_after if kill_after is not None else 600)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
+        mctest.session_signal(p.pid, signal.SIGKILL)  # mpirun and every rank
         p.communicate()
         return "killed", ""
     return ("done" if p.returncode == 0 else "exit %d: %s" % (p.returncode, se[-800:])), so

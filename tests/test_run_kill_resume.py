@@ -35,7 +35,7 @@ def attempt(args, kill_after):
     try:
         so, se = p.communicate(timeout=kill_after if kill_after is not None else 600)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
+        mctest.session_signal(p.pid, signal.SIGKILL)  # mpirun and every rank
         p.communicate()
         return "killed" if kill_after is not None else "hung"
     if p.returncode != 0:

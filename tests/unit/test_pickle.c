@@ -259,6 +259,22 @@ static void test_gather_and_quote(void)
     CHECK(strlen(q) < sizeof q && !strcmp(q + strlen(q) - 3, "..."), "quote truncates: %s", q);
 }
 
+/* fuzz/regress/pickle/empty_mark_at_start.pkl (found by fuzz/fuzz_pickle.c): a MARK and an empty APPENDS before
+ * anything was ever pushed indexed a null stack (undefined behaviour, reported by UBSan in make sanitize). It
+ * must run to a result or an error, and under the sanitizers without a report. */
+static void test_fuzz_regressions(void)
+{
+    static const uint8_t p[] = {0x80, 0x02, 0x28, 0x65, 0x62, 0x75, 0x69, 0x6c, 0x64, 0x5f, 0x74, 0x65, 0x6e, 0x74, 0x71, 0x01, 0x63, 0x74, 0x71, 0x03, 0x63, 0x74, 0x6f, 0x72, 0x63, 0x68, 0x01, 0x86, 0x71, 0x22, 0x89, 0x68, 0x32, 0x31, 0x52, 0x71, 0x32, 0x52, 0x71, 0x23, 0x23, 0x76, 0x71, 0x24, 0x52, 0x71, 0x25, 0x75, 0x2e};
+    wt_arena a;
+    wt_arena_init(&a, 1 << 20);
+    pk_value *root = NULL;
+    pk_info info = {0};
+    char err[MC_ERR_LEN] = "";
+    int rc = wt_pickle_load(&a, p, sizeof p, "regress.pkl", &root, &info, err);
+    CHECK(rc == 0 || err[0], "fuzz regression: an error says why (rc %d)", rc);
+    wt_arena_free(&a);
+}
+
 int main(void)
 {
     test_plain_values("protocol 0", p0, sizeof p0 - 1);
@@ -269,6 +285,7 @@ int main(void)
     test_text_forms();
     test_f16();
     test_gather_and_quote();
+    test_fuzz_regressions();
     printf("%d checks, %d failed\n", n_checks, n_failed);
     return n_failed ? 1 : 0;
 }

@@ -1,0 +1,42 @@
+"""Inputs the fuzzers (fuzz/) once crashed on, committed under fuzz/regress/NAME/: each must now give a clean refusal
+(exit 1 and one line naming the file and the reason), never a signal. fits/rice_zero_run_past_end.fits.fz: a RICE_1
+tile whose code runs past its bytes, on which CFITSIO 4.2's decoder read past its buffer and crashed the job;
+fits/tile_claims_3gb_beyond_heap.fits.fz: a tile descriptor claiming 3 GB past the heap, for which CFITSIO allocated
+3 GB; fits/truncated_heap_decoded_anyway.fits.fz: a file cut inside its heap, whose unread tiles CFITSIO decoded
+anyway and crashed; fits/blocksize_zero_sigfpe.fits.fz: BLOCKSIZE = 0, which CFITSIO divides by (SIGFPE) on
+entering the HDU; fits/zval_text_fortify_abort.fits.fz: a ZVAL2 that is an unterminated string, on which CFITSIO's
+error message overflows (abort); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
+import os
+
+import mctest
+
+c = mctest.Checks()
+reg = os.path.join(mctest.ROOT, "fuzz", "regress")
+expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2 of 3: its code runs past its"),
+          "fits/tile_claims_3gb_beyond_heap.fits.fz": ("corrupt_file", "claims 2962962225 bytes", "2588-byte heap"),
+          "fits/truncated_heap_decoded_anyway.fits.fz": ("corrupt_file", "tile 1 of 3"),
+          "fits/blocksize_zero_sigfpe.fits.fz": ("corrupt_file", "BLOCKSIZE = 0"),
+          "fits/zval_text_fortify_abort.fits.fz": ("corrupt_file", "ZVAL2", "'BLOCKSIZE", "is not a number"),
+          "config/num_classes_huge.json": ("num_classes", "out of range")}
+for kind in sorted(os.listdir(reg)):
+    for name in sorted(os.listdir(os.path.join(reg, kind))):
+        path = os.path.join(reg, kind, name)
+        if kind in ("fits", "png", "jpeg"):
+            r = mctest.run(["cutout", path], check=False)
+        elif kind in ("weights", "pickle"):
+            r = mctest.run(["weights", path], check=False)
+        elif kind == "config":  # a Hub folder: this config.json beside an empty weight file
+            folder = mctest.tmpdir()
+            with open(path, "rb") as src, open(os.path.join(folder, "config.json"), "wb") as dst:
+                dst.write(src.read())
+            open(os.path.join(folder, "model.safetensors"), "wb").close()
+            r = mctest.run(["info", folder], check=False)
+            name = "config.json"
+        else:
+            continue
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        want = expect.get(kind + "/" + os.path.basename(path))
+        c.check(r.returncode == 1 and len(lines) == 1 and name in lines[0]
+                and (want is None or all(w in lines[0] for w in want)),
+                "%s/%s: refused with exit 1 and one line (exit %d): %r" % (kind, name, r.returncode, lines))
+c.finish()

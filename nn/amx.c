@@ -57,7 +57,8 @@ void nn_amx_request(void)
         return;
     }
     if (syscall(SYS_arch_prctl, AMX_ARCH_REQ_XCOMP_PERM, AMX_XFEATURE_XTILEDATA) != 0) {
-        amx_why = "the Linux kernel refused AMX tile permission (arch_prctl ARCH_REQ_XCOMP_PERM; kernel 5.16+)";
+        amx_why =
+            "the Linux kernel refused AMX tile permission (arch_prctl ARCH_REQ_XCOMP_PERM; kernel 5.16+)";
         return;
     }
     unsigned long bitmask = 0;
@@ -149,7 +150,8 @@ static int amx_tile_rows(int M, int kp)
 size_t nn_gemm_bf16_scratch(int M, int K, int split)
 {
     int kp = round32(K), t = amx_tile_rows(M, kp), parts = split == NN_SPLIT_W_AND_A ? 2 : 1;
-    return (size_t)t * kp / 2 * parts + 32 * 32 + 16; /* bf16 tile(s) of A, one 32x32 fp32 C block, alignment */
+    return (size_t)t * kp / 2 * parts + 32 * 32 +
+           16; /* bf16 tile(s) of A, one 32x32 fp32 C block, alignment */
 }
 
 #if MC_HAVE_X86
@@ -199,7 +201,8 @@ AMX_TARGET static void amx_round_rows(const float *A, int lda, int K, int kp, in
     if (res && rp > rows) memset(res + (size_t)rows * kp, 0, sizeof(uint16_t) * (size_t)(rp - rows) * kp);
 }
 
-/* The four accumulator tiles (0-3) of a 32x32 block: cleared, and stored to cs (32 x 32 fp32, 128-byte rows). */
+/* The four accumulator tiles (0-3) of a 32x32 block: cleared, and stored to cs (32 x 32 fp32, 128-byte rows).
+ */
 AMX_TARGET static inline void amx_acc_zero(void)
 {
     _tile_zero(0);
@@ -216,89 +219,54 @@ AMX_TARGET static inline void amx_acc_store(float *cs)
     _tile_stored(3, cs + 16 * 32 + 16, 128);
 }
 
-/* One 32x32 fp32 block: A rows at a (row stride lda_b bytes), the panel's K blocks at b; stored to cs
- * (32 x 32, 128-byte rows). Tiles: 0-3 accumulators, 4-5 A, 6-7 B. */
-AMX_TARGET static void amx_block(const uint16_t *a, long lda_b, const uint16_t *b, int kb, float *cs)
+/* The four products of one K step into the accumulators: A tiles 4-5 by B tiles 6-7. */
+AMX_TARGET static inline void amx_tdp4(void)
 {
-    amx_acc_zero();
-    const char *a0 = (const char *)a, *a1 = (const char *)a + 16 * lda_b;
-    for (int q = 0; q < kb; q++) {
-        _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
-        _tile_loadd(6, b + (size_t)q * 1024, 64);
-        _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
-        _tile_loadd(7, b + (size_t)q * 1024 + 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    amx_acc_store(cs);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
 }
 
-/* Split weights and activations: per K step hi(A) hi(W), hi(A) lo(W), lo(A) hi(W) into the same accumulators. */
-AMX_TARGET static void amx_block_x3(const uint16_t *a, const uint16_t *al, long lda_b, const uint16_t *b, int kb,
-                                    float *cs)
+/* One 32x32 fp32 block: A rows at a (row stride lda_b bytes; al: the activations' residues for
+ * NN_SPLIT_W_AND_A), the panel's K blocks at b; stored to cs. Tiles: 0-3 accumulators, 4-5 A, 6-7 B. Per K
+ * step: hi(A) hi(W), then (W_AND_A) lo(A) hi(W), then (W, W_AND_A) hi(A) lo(W), all into the same
+ * accumulators. */
+AMX_TARGET static void amx_block(const uint16_t *a, const uint16_t *al, long lda_b, const uint16_t *b, int kb,
+                                 int split, float *cs)
 {
     amx_acc_zero();
     const char *a0 = (const char *)a, *a1 = (const char *)a + 16 * lda_b;
-    const char *l0 = (const char *)al, *l1 = (const char *)al + 16 * lda_b;
+    const char *l0 = (const char *)al, *l1 = l0 ? (const char *)al + 16 * lda_b : NULL;
+    const size_t bstep = split ? 2048 : 1024; /* hi tiles, then the lo tiles when W is split */
     for (int q = 0; q < kb; q++) {
-        const uint16_t *bq = b + (size_t)q * 2048;
+        const uint16_t *bq = b + (size_t)q * bstep;
         _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
         _tile_loadd(6, bq, 64);
         _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
         _tile_loadd(7, bq + 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(4, l0 + (size_t)q * 64, lda_b);
-        _tile_loadd(5, l1 + (size_t)q * 64, lda_b);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
-        _tile_loadd(6, bq + 1024, 64);
-        _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
-        _tile_loadd(7, bq + 1536, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    amx_acc_store(cs);
-}
-
-/* The same with split weights: per K step the hi tiles, then the lo tiles, into the same accumulators. */
-AMX_TARGET static void amx_block_split(const uint16_t *a, long lda_b, const uint16_t *b, int kb, float *cs)
-{
-    amx_acc_zero();
-    const char *a0 = (const char *)a, *a1 = (const char *)a + 16 * lda_b;
-    for (int q = 0; q < kb; q++) {
-        const uint16_t *bq = b + (size_t)q * 2048;
-        _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
-        _tile_loadd(6, bq, 64);
-        _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
-        _tile_loadd(7, bq + 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(6, bq + 1024, 64);
-        _tile_loadd(7, bq + 1536, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        amx_tdp4();
+        if (split == NN_SPLIT_W_AND_A) {
+            _tile_loadd(4, l0 + (size_t)q * 64, lda_b);
+            _tile_loadd(5, l1 + (size_t)q * 64, lda_b);
+            amx_tdp4();
+            _tile_loadd(4, a0 + (size_t)q * 64, lda_b);
+            _tile_loadd(5, a1 + (size_t)q * 64, lda_b);
+        }
+        if (split) {
+            _tile_loadd(6, bq + 1024, 64);
+            _tile_loadd(7, bq + 1536, 64);
+            amx_tdp4();
+        }
     }
     amx_acc_store(cs);
 }
 
 /* The 32x32 block in cs to C rows row0.., columns n0.. (mr x nc of them): + bias, + C (accumulate) or
  * + residual, then the activation, in fp32 (ReLU in registers, the others by nn_act_apply on the row). */
-AMX_TARGET static void amx_epilogue(const float *cs, int mr, int nc, const float *bias, const float *res, int ldr,
-                                    int accumulate, nn_act act, float *C, int ldc, size_t row0, int n0)
+AMX_TARGET static void amx_epilogue(const float *cs, int mr, int nc, const float *bias, const float *res,
+                                    int ldr, int accumulate, nn_act act, float *C, int ldc, size_t row0,
+                                    int n0)
 {
     const __mmask16 m0 = nc >= 16 ? 0xffff : (__mmask16)((1u << nc) - 1);
     const __mmask16 m1 = nc >= 32 ? 0xffff : (nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0);
@@ -349,12 +317,8 @@ AMX_TARGET static void amx_gemm(int M, const float *A, int lda, const nn_wpack *
             const uint16_t *bp = W->d + (size_t)(n0 / 32) * kb * 1024 * (W->split ? 2 : 1);
             const int nc = N - n0 < 32 ? N - n0 : 32;
             for (int m0 = 0; m0 < rp; m0 += 32) {
-                if (x3)
-                    amx_block_x3(ab + (size_t)m0 * kp, al + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);
-                else if (W->split)
-                    amx_block_split(ab + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);
-                else
-                    amx_block(ab + (size_t)m0 * kp, (long)kp * 2, bp, kb, cs);
+                amx_block(ab + (size_t)m0 * kp, x3 ? al + (size_t)m0 * kp : NULL, (long)kp * 2, bp, kb,
+                          W->split, cs);
                 __asm__ volatile("" ::: "memory"); /* cs was written by a tile store */
                 const int mr = rows - m0 < 32 ? rows - m0 : 32;
                 amx_epilogue(cs, mr, nc, bias ? bias + n0 : NULL, res, ldr, accumulate, act, C, ldc,
@@ -365,8 +329,8 @@ AMX_TARGET static void amx_gemm(int M, const float *A, int lda, const nn_wpack *
     _tile_release();
 }
 
-void nn_gemm_bf16(int M, const float *A, int lda, const nn_wpack *W, const float *bias, const float *res, int ldr,
-                  int accumulate, nn_act act, float *C, int ldc, float *scratch)
+void nn_gemm_bf16(int M, const float *A, int lda, const nn_wpack *W, const float *bias, const float *res,
+                  int ldr, int accumulate, nn_act act, float *C, int ldc, float *scratch)
 {
     if (M <= 0) return;
     MC_ASSERT(amx_state == 1);
@@ -375,11 +339,11 @@ void nn_gemm_bf16(int M, const float *A, int lda, const nn_wpack *W, const float
 
 #else
 
-void nn_gemm_bf16(int M, const float *A, int lda, const nn_wpack *W, const float *bias, const float *res, int ldr,
-                  int accumulate, nn_act act, float *C, int ldc, float *scratch)
+void nn_gemm_bf16(int M, const float *A, int lda, const nn_wpack *W, const float *bias, const float *res,
+                  int ldr, int accumulate, nn_act act, float *C, int ldc, float *scratch)
 {
-    (void)M, (void)A, (void)lda, (void)W, (void)bias, (void)res, (void)ldr, (void)accumulate, (void)act, (void)C,
-        (void)ldc, (void)scratch;
+    (void)M, (void)A, (void)lda, (void)W, (void)bias, (void)res, (void)ldr, (void)accumulate, (void)act,
+        (void)C, (void)ldc, (void)scratch;
     MC_ASSERT(!"AMX on a non-x86 build");
 }
 

@@ -1,6 +1,6 @@
 """morphcat run end to end with the new families: a MaxViT (maxvit_tiny_rw_224) and an EfficientNetV2
 (tf_efficientnetv2_s) Lightning checkpoint with a 34-answer Dirichlet head (gz_decals_dr5) over a small synthetic
-survey at 224 px. For each: the stored concentrations are the Dirichlet head of the stored embeddings; a run killed with SIGKILL (process group) and rerun completes with
+survey at 224 px. For each: the stored concentrations are the Dirichlet head of the stored embeddings; a run killed with SIGKILL (mpirun and every rank) and rerun completes with
 every row once, bit-identical to an uninterrupted run; the same command on the finished catalogue does nothing;
 a data-release rerun computes only the added galaxies and carries every other row bit for bit.
 Weights: the encoders2 goldens' own (refdata/materialize.py; the EfficientNetV2 gets a seeded head), in a
@@ -64,7 +64,7 @@ def attempt(argv, kill_after):
     try:
         so, se = p.communicate(timeout=kill_after if kill_after is not None else 600)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
+        mctest.session_signal(p.pid, signal.SIGKILL)  # mpirun and every rank (ranks have process groups of their own)
         p.communicate()
         return "killed", ""
     return ("done" if p.returncode == 0 else "exit %d: %s" % (p.returncode, se[-800:])), so

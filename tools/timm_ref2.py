@@ -126,7 +126,7 @@ def partition_attn(W, pre, x, kind, p, grid, bias, ln_eps, ls):
         q, k, v = qkv.reshape(-1, n, 3, heads, 32).transpose(1, 3).unbind(2)
     else:
         q, k, v = qkv.view(-1, n, heads, 96).transpose(1, 2).chunk(3, dim=3)
-    a = (q * 32 ** -0.5) @ k.transpose(-2, -1) + bias
+    a = (q * 32 ** -0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
     o = (a.softmax(dim=-1) @ v).transpose(1, 2).reshape(-1, n, C)
     o = F.linear(o, W(pre + ".attn.proj.weight"), W(pre + ".attn.proj.bias"))
     o = unpartition(o, p, grid, B, H, Wd)
@@ -264,11 +264,22 @@ class _Module(torch.nn.Module):
         super().__init__()
         self.net = net
 
-    def to(self, memory_format=torch.contiguous_format, **kw):
-        for k, v in self.net.W.sd.items():
-            if v.dim() == 4:
-                self.net.W.sd[k] = v.contiguous(memory_format=memory_format)
+    def to(self, *args, memory_format=None, **kw):
+        """.to(dtype) casts every floating weight (PyTorch bf16 as a user casts a model); .to(memory_format=)
+        re-lays the 4-d weights."""
+        for a in args:
+            if isinstance(a, torch.dtype):
+                for k, v in self.net.W.sd.items():
+                    if v.is_floating_point():
+                        self.net.W.sd[k] = v.to(a)
+        if memory_format is not None:
+            for k, v in self.net.W.sd.items():
+                if v.dim() == 4:
+                    self.net.W.sd[k] = v.contiguous(memory_format=memory_format)
         return self
+
+    def float(self):
+        return self.to(torch.float32)
 
     def forward(self, x):
         return self.net(x)

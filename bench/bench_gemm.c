@@ -34,7 +34,8 @@ int main(int argc, char **argv)
         nn_wpack p, q;
         nn_wpack_init(&p, W, N, K, K, 0);
         nn_wpack_init(&q, W, N, K, K, 1);
-        float *sc = mc_malloc_aligned(sizeof(float) * nn_gemm_bf16_scratch(M, K, NN_SPLIT_W_AND_A));
+        size_t scn = nn_gemm_bf16_scratch(M, K, NN_SPLIT_NONE), scw = nn_gemm_bf16_scratch(M, K, NN_SPLIT_W);
+        float *sc = mc_malloc_aligned(sizeof(float) * (scn > scw ? scn : scw));
         const double fl = 2.0 * M * N * K;
         const int reps = (int)(4e9 / fl) + 1;
         double ts = 0, ta = 0, tq = 0;

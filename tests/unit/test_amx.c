@@ -84,7 +84,8 @@ int main(void)
         return 77;
     }
     static const int shapes[][3] = {{1, 1, 1},     {7, 5, 3},     {32, 32, 32},   {33, 17, 47},   {100, 64, 576},
-                                    {1025, 96, 147}, {64, 1000, 2048}, {3000, 256, 64}, {17, 2048, 4608}};
+                                    {1025, 96, 147}, {64, 1000, 2048}, {3000, 256, 64}, {17, 2048, 4608},
+                                    {700, 40, 2080}}; /* two row chunks x three K chunks (the last of one block) */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         for (int split = NN_SPLIT_NONE; split <= NN_SPLIT_W_AND_A; split++) {

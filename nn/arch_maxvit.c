@@ -66,6 +66,7 @@ typedef struct mx_attn { /* PartitionAttentionCl */
     float *fc1_w, *fc1_b;   /* [hid][c] */
     float *fc2_w, *fc2_b;   /* [c][hid], ls2 folded */
     float *bias;            /* [heads][p*p][p*p]: query row, key column */
+    nn_wpack *pk_qkv, *pk_proj, *pk_fc1, *pk_fc2; /* bf16 packs of the four linears (first bf16 plan) */
 } mx_attn;
 
 typedef struct mx_block {
@@ -264,6 +265,12 @@ static int mx_attn_load(nn_loader *L, const maxvit *m, mx_attn *a, const char *p
     a->c = c;
     a->heads = c / MX_DIM_HEAD;
     a->hid = 4 * c;
+    /* bf16 policy (docs/engine.md): the four linears take the split-weight product; LayerNorm, the attention
+     * scores, softmax and the weighted sum of values stay fp32 */
+    a->pk_qkv = nn_wpack_new(NN_SPLIT_W);
+    a->pk_proj = nn_wpack_new(NN_SPLIT_W);
+    a->pk_fc1 = nn_wpack_new(NN_SPLIT_W);
+    a->pk_fc2 = nn_wpack_new(NN_SPLIT_W);
     a->ln1w = mx_vec(L, c, "%s.norm1.weight", pre);
     a->ln1b = mx_vec(L, c, "%s.norm1.bias", pre);
     a->qkv_w = mx_mat(L, 3 * c, c, 0, "%s.attn.qkv.weight", pre);
@@ -297,6 +304,8 @@ static void mx_attn_free(mx_attn *a)
     float *p[] = {a->ln1w,   a->ln1b,  a->ln2w,  a->ln2b,  a->qkv_w, a->qkv_b, a->proj_w,
                   a->proj_b, a->fc1_w, a->fc1_b, a->fc2_w, a->fc2_b, a->bias};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    nn_wpack *k[] = {a->pk_qkv, a->pk_proj, a->pk_fc1, a->pk_fc2};
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) nn_wpack_delete(k[i]);
 }
 
 static void mx_destroy(void *net)
@@ -457,6 +466,10 @@ static void mx_attn_forward(nn_ctx *ctx, const maxvit *m, const mx_attn *a, nn_t
     float *qkv = nn_ctx_alloc(ctx, (size_t)R * 3 * c);
     float *h = nn_ctx_alloc(ctx, (size_t)R * hid);
     float *scr = nn_ctx_alloc(ctx, nn_attn_scratch(ntok, a->heads, MX_DIM_HEAD));
+    float *s_qkv = nn_matmul_prepare(ctx, a->pk_qkv, (int)R, 3 * c, c, a->qkv_w, c);
+    float *s_proj = nn_matmul_prepare(ctx, a->pk_proj, (int)R, c, c, a->proj_w, c);
+    float *s_fc1 = nn_matmul_prepare(ctx, a->pk_fc1, (int)R, hid, c, a->fc1_w, c);
+    float *s_fc2 = nn_matmul_prepare(ctx, a->pk_fc2, (int)R, c, hid, a->fc2_w, hid);
     if (ctx->measure) ctx->macs += (double)x.n * P * (6.0 * c * c + 2.0 * c * ntok + 2.0 * c * hid);
     if (!ctx->measure) {
         int *ip = (int *)(void *)pix;
@@ -470,19 +483,23 @@ static void mx_attn_forward(nn_ctx *ctx, const maxvit *m, const mx_attn *a, nn_t
             float *xr = x.d + (size_t)i0 * P * c;
             memcpy(t, xr, sizeof(float) * (size_t)rows * c);
             nn_layernorm(t, rows, c, m->ln_eps, a->ln1w, a->ln1b);
-            nn_gemm_fused(rows, 3 * c, c, t, c, a->qkv_w, c, a->qkv_b, NULL, 0, 0, NN_ACT_NONE, qkv, 3 * c);
+            nn_matmul(a->pk_qkv, s_qkv, rows, 3 * c, c, t, c, a->qkv_w, c, a->qkv_b, NULL, 0, 0, NN_ACT_NONE, qkv, 3 * c);
             for (int i = 0; i < k; i++)
                 nn_attn_sets(qkv + (size_t)i * P * 3 * c, nsets, ntok, ip, a->heads, MX_DIM_HEAD, !m->tf,
                              a->bias, scr, t + (size_t)i * P * c);
-            nn_gemm_fused(rows, c, c, t, c, a->proj_w, c, a->proj_b, NULL, 0, 1, NN_ACT_NONE, xr, c);
+            nn_matmul(a->pk_proj, s_proj, rows, c, c, t, c, a->proj_w, c, a->proj_b, NULL, 0, 1, NN_ACT_NONE, xr, c);
             memcpy(t, xr, sizeof(float) * (size_t)rows * c);
             nn_layernorm(t, rows, c, m->ln_eps, a->ln2w, a->ln2b);
-            nn_gemm_fused(rows, hid, c, t, c, a->fc1_w, c, a->fc1_b, NULL, 0, 0,
-                          m->tf ? NN_ACT_NONE : NN_ACT_GELU, h, hid);
+            nn_matmul(a->pk_fc1, s_fc1, rows, hid, c, t, c, a->fc1_w, c, a->fc1_b, NULL, 0, 0,
+                      m->tf ? NN_ACT_NONE : NN_ACT_GELU, h, hid);
             if (m->tf) nn_gelu_tanh_apply(h, (size_t)rows * hid);
-            nn_gemm_fused(rows, c, hid, h, hid, a->fc2_w, hid, a->fc2_b, NULL, 0, 1, NN_ACT_NONE, xr, c);
+            nn_matmul(a->pk_fc2, s_fc2, rows, c, hid, h, hid, a->fc2_w, hid, a->fc2_b, NULL, 0, 1, NN_ACT_NONE, xr, c);
         }
     }
+    nn_ctx_release(ctx, s_fc2);
+    nn_ctx_release(ctx, s_fc1);
+    nn_ctx_release(ctx, s_proj);
+    nn_ctx_release(ctx, s_qkv);
     nn_ctx_release(ctx, scr);
     nn_ctx_release(ctx, h);
     nn_ctx_release(ctx, qkv);

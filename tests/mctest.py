@@ -103,3 +103,18 @@ class Checks:
     def finish(self):
         print("%d checks, %d failed" % (self.n, self.failed))
         sys.exit(1 if self.failed else 0)
+
+
+def vote_fractions(conc, questions):
+    """Dirichlet concentrations (rows, answers) to expected vote fractions: each question's block over its sum."""
+    import numpy as np
+
+    out = np.empty_like(conc, dtype=np.float64)
+    i = 0
+    for q in questions:
+        n = len(q["answers"])
+        block = conc[:, i : i + n].astype(np.float64)
+        out[:, i : i + n] = block / block.sum(axis=1, keepdims=True)
+        i += n
+    assert i == conc.shape[1]
+    return out

@@ -22,20 +22,6 @@ SEEDS = {"convnext_nano": 300, "efficientnet_b0": 301, "resnet50": 302}
 FLOOR = 0.005
 
 
-def fractions(conc, questions):
-    import numpy as np
-
-    out = np.empty_like(conc, dtype=np.float64)
-    i = 0
-    for q in questions:
-        n = len(q["answers"])
-        block = conc[:, i : i + n].astype(np.float64)
-        out[:, i : i + n] = block / block.sum(axis=1, keepdims=True)
-        i += n
-    assert i == conc.shape[1]
-    return out
-
-
 def torch_concentrations(case, x, bf16):
     import torch
 
@@ -103,8 +89,8 @@ def main():
         ref16 = torch_concentrations(case, x, bf16=True)
         err32 = mctest.rel_max_err(conc["fp32"], ref32)
         c.check(err32 <= 1e-4, "%s fp32 concentrations vs PyTorch fp32: rel max err %.2g <= 1e-4" % (arch, err32))
-        f32, f16 = fractions(conc["fp32"], questions), fractions(conc["bf16"], questions)
-        t32, t16 = fractions(ref32, questions), fractions(ref16, questions)
+        f32, f16 = mctest.vote_fractions(conc["fp32"], questions), mctest.vote_fractions(conc["bf16"], questions)
+        t32, t16 = mctest.vote_fractions(ref32, questions), mctest.vote_fractions(ref16, questions)
         ours = float(np.abs(f16 - f32).max())
         theirs = float(np.abs(t16 - t32).max())
         bound = max(FLOOR, theirs / 2)

@@ -23,19 +23,6 @@ N_GALAXIES = 16
 FLOOR = 0.005
 
 
-def fractions(conc, questions):
-    import numpy as np
-
-    out = np.empty_like(conc, dtype=np.float64)
-    i = 0
-    for q in questions:
-        n = len(q["answers"])
-        block = conc[:, i : i + n].astype(np.float64)
-        out[:, i : i + n] = block / block.sum(axis=1, keepdims=True)
-        i += n
-    return out
-
-
 def main():
     enc2 = mctest.shared_path("refdata", "encoders2")
     sys.path.insert(0, os.path.dirname(enc2))
@@ -91,9 +78,9 @@ def main():
             ref16 = (1 + 100 * torch.sigmoid(head.to(torch.bfloat16)(e16).float())).numpy()
         err32 = mctest.rel_max_err(conc["fp32"], ref32)
         c.check(err32 <= 1e-4, "%s fp32 concentrations vs PyTorch fp32: rel max err %.2g <= 1e-4" % (arch, err32))
-        f32, f16 = fractions(conc["fp32"], questions), fractions(conc["bf16"], questions)
+        f32, f16 = mctest.vote_fractions(conc["fp32"], questions), mctest.vote_fractions(conc["bf16"], questions)
         ours = float(np.abs(f16 - f32).max())
-        theirs = float(np.abs(fractions(ref16, questions) - fractions(ref32, questions)).max())
+        theirs = float(np.abs(mctest.vote_fractions(ref16, questions) - mctest.vote_fractions(ref32, questions)).max())
         bound = max(FLOOR, theirs / 2)
         c.check(ours <= bound, "%s bf16 vote fractions: max |bf16 - fp32| %.4f <= %.4f (= max(%.3f, PyTorch bf16's "
                                "own %.4f / 2))" % (arch, ours, bound, FLOOR, theirs))

@@ -164,7 +164,12 @@ int main(int argc, char **argv)
     nn_plan *p;
     nn_precision prec = NN_PREC_FP32;
     const char *ps = arg_str(argc, argv, "--precision");
-    if ((ps && nn_precision_parse(ps, &prec, err)) || nn_plan_init(m, batch, size, size, prec, &p, err)) {
+    if (ps && nn_precision_parse(ps, &prec, err)) {
+        fprintf(stderr, "bench_forward: %s\n", err);
+        return 1;
+    }
+    if (prec == NN_PREC_BF16) nn_model_bf16_only(m); /* as morphcat's commands do */
+    if (nn_plan_init(m, batch, size, size, prec, &p, err)) {
         fprintf(stderr, "bench_forward: %s\n", err);
         return 1;
     }

@@ -17,6 +17,7 @@ typedef struct nn_wpack {
     int n, k;   /* logical */
     int kp, np; /* padded to 32 */
     int split;  /* NN_SPLIT_*: how many bf16 terms stand for W and for A */
+    int fp32_released; /* the fp32 weights this pack was made from are gone (bf16-only process) */
 } nn_wpack;
 
 /* The terms of a product (chosen per layer by the precision policy, docs/engine.md):

@@ -18,6 +18,7 @@
 typedef struct nn_ctx {
     int measure;
     int bf16; /* the plan's precision is bf16: matrix layers with a pack run on AMX */
+    int release_fp32; /* bf16 only in this process: a weight's fp32 pages go back to the system once packed */
     int too_small; /* set during measure when a layer's output would be empty */
     double macs;   /* multiply-adds of one pass, counted during measure (for GFLOP/s figures) */
     char *base;
@@ -96,7 +97,10 @@ void nn_conv_keep_fp32(nn_conv *cv);
  * pack (nn_wpack_new at load; NULL keeps the layer fp32). nn_matmul_prepare, called in both passes before
  * the products, packs W during a bf16 plan's measure pass and returns the AMX scratch for up to maxM rows
  * (NULL for fp32; release it with nn_ctx_release after the products); nn_matmul then runs one product,
- * on AMX when scratch is not NULL, else through nn_gemm_fused. */
+ * on AMX when scratch is not NULL, else through nn_gemm_fused.
+ * With ctx->release_fp32 the pages of W are given back to the system (madvise) right after packing, and any
+ * later fp32 product on that layer aborts (nn_model_bf16_only).
+ */
 nn_wpack *nn_wpack_new(int split);
 void nn_wpack_delete(nn_wpack *pk);
 float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, const float *W, int ldw);

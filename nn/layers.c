@@ -1,6 +1,9 @@
 /* nn/layers.c: convolution as a layer: weights re-laid out for NHWC at load time with batch norm folded
  * in, and a forward pass that tiles rows so the im2col block and the GEMM output stay in cache while the
  * fused epilogue (bias, residual, activation) runs. Does not know which network it is part of. */
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "nn/engine.h"
 
 #include <math.h>
@@ -96,12 +99,28 @@ void nn_wpack_delete(nn_wpack *pk)
     free(pk);
 }
 
+/* The whole pages inside w[0..n) back to the system: they read as zeros if touched again (nothing does: the
+ * pack replaces them, and nn_matmul refuses an fp32 product on a released layer). The memory stays allocated
+ * to its owner, which frees it as usual. */
+static void release_pages(const float *w, size_t n)
+{
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)w + pg - 1) & ~(pg - 1), b = ((uintptr_t)(w + n)) & ~(pg - 1);
+    if (b > a && madvise((void *)a, b - a, MADV_DONTNEED) != 0) MC_ASSERT(!"madvise(MADV_DONTNEED) failed");
+}
+
 /* The pack is the one thing a plan writes into its model: once, in the first bf16 plan's measure pass
  * (plans are made before any forward pass and from one thread). */
 float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, const float *W, int ldw)
 {
     if (!ctx->bf16 || !pk) return NULL;
-    if (ctx->measure && !pk->d) nn_wpack_init(pk, W, N, K, ldw, pk->split);
+    if (ctx->measure && !pk->d) {
+        nn_wpack_init(pk, W, N, K, ldw, pk->split);
+        if (ctx->release_fp32) {
+            release_pages(W, (size_t)N * ldw);
+            pk->fp32_released = 1;
+        }
+    }
     MC_ASSERT(ctx->measure || (pk->d && pk->n == N && pk->k == K));
     return nn_ctx_alloc(ctx, nn_gemm_bf16_scratch(maxM, K, pk->split));
 }
@@ -111,8 +130,10 @@ void nn_matmul(const nn_wpack *pk, float *scratch, int M, int N, int K, const fl
 {
     if (scratch)
         nn_gemm_bf16(M, A, lda, pk, bias, res, ldr, accumulate, act, C, ldc, scratch);
-    else
+    else {
+        MC_ASSERT(!pk || !pk->fp32_released); /* an fp32 product after nn_model_bf16_only */
         nn_gemm_fused(M, N, K, A, lda, W, ldw, bias, res, ldr, accumulate, act, C, ldc);
+    }
 }
 
 /* Rows per GEMM call. OpenBLAS repacks the weights on every call and runs short calls poorly (measured

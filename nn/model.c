@@ -20,6 +20,7 @@ struct nn_model {
     const nn_arch_ops *ops;
     void *net;
     float *head_w, *head_b; /* [head_dim][embed_dim], [head_dim] */
+    int bf16_only;          /* nn_model_bf16_only: plans release the packed weights' fp32 copies */
 };
 
 struct nn_plan {
@@ -294,6 +295,11 @@ done:
     return 0;
 }
 
+void nn_model_bf16_only(nn_model *m)
+{
+    m->bf16_only = 1;
+}
+
 const nn_model_info *nn_model_info_of(const nn_model *m)
 {
     return &m->info;
@@ -357,6 +363,8 @@ int nn_plan_init(const nn_model *m, int batch, int height, int width, nn_precisi
     p->w = width;
     p->prec = prec;
     p->ctx.bf16 = prec == NN_PREC_BF16;
+    MC_ASSERT(!m->bf16_only || p->ctx.bf16); /* the fp32 weights may be gone */
+    p->ctx.release_fp32 = m->bf16_only;
     p->ctx.measure = 1;
     run(&p->ctx, m, NULL, batch, height, width, NULL, NULL);
     if (p->ctx.too_small) {

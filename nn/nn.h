@@ -53,6 +53,10 @@ const char *nn_head_kind_name(nn_head_kind k);
 int nn_model_load(const char *path, nn_model **out, char *err);
 void nn_model_free(nn_model *m);
 const nn_model_info *nn_model_info_of(const nn_model *m);
+/* This process runs m in bf16 plans only: each packed weight's fp32 copy is given back to the system as it is
+ * packed, so a bf16 process holds about the memory of an fp32 one (the packs in place of the weights). An
+ * fp32 plan on m afterwards is a programming error and aborts. */
+void nn_model_bf16_only(nn_model *m);
 
 /* Names of the architectures morphcat knows, comma separated (for messages and --help). */
 const char *nn_arch_names(void);

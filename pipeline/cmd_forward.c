@@ -98,6 +98,7 @@ int cmd_forward(int argc, char **argv)
         goto done;
     }
     if (batch > N) batch = (int)N;
+    if (prec == NN_PREC_BF16) nn_model_bf16_only(m); /* one plan, bf16: the fp32 weights go once packed */
     if (nn_plan_init(m, batch, H, W, prec, &plan, err)) {
         fprintf(stderr, "morphcat: %s: %s\n", in_path, err);
         goto done;

@@ -359,6 +359,7 @@ static int run_job(const mc_job *job)
         rc = mc_fail(err, "--pca needs the embedding (not --embedding none)");
         if (fail_all(r->comm, rc, err)) goto out;
     }
+    if (job->precision == NN_PREC_BF16) nn_model_bf16_only(r->model); /* the job's one plan is bf16 */
     rc = nn_plan_init(r->model, job->batch, job->size, job->size, job->precision, &r->plan, err);
     if (fail_all(r->comm, rc, err)) goto out;
     char det_sha[65] = "none", post_desc[256] = "none";

@@ -106,6 +106,6 @@ fuzz: deps
 	sh fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(B) build-san build-fuzz morphcat
+	rm -rf $(B) build-san build-fuzz build-avx2 morphcat
 
 -include $(LIB_OBJ:.o=.d) $(B)/obj/pipeline/main.d

@@ -34,6 +34,7 @@ typedef struct cat_in {
     node *nodes;
     int n_nodes, cap_nodes;
     char release[IO_CAT_RELEASE_LEN], unit_rows[32];
+    size_t *widest; /* first input only: per node, the widest fixed-string type of any input's */
 } cat_in;
 
 static hid_t input_open(const char *path)
@@ -86,6 +87,8 @@ static herr_t visit_cb(hid_t loc, const char *name, const H5L_info_t *info, void
 
 static void cat_in_close(cat_in *c)
 {
+    free(c->widest);
+    c->widest = NULL;
     for (int i = 0; i < c->n_nodes; i++) {
         free(c->nodes[i].name);
         if (c->nodes[i].type >= 0) H5Tclose(c->nodes[i].type);
@@ -156,8 +159,10 @@ static int cat_in_open(cat_in *c, const char *path, char *err)
     return 0;
 }
 
-static const node *find_node(const cat_in *c, const char *name)
+/* Catalogues of one job's options list the same nodes in the same (name) order: try position `hint` first. */
+static const node *find_node(const cat_in *c, const char *name, int hint)
 {
+    if (hint >= 0 && hint < c->n_nodes && !strcmp(c->nodes[hint].name, name)) return &c->nodes[hint];
     for (int i = 0; i < c->n_nodes; i++)
         if (!strcmp(c->nodes[i].name, name)) return &c->nodes[i];
     return NULL;
@@ -212,7 +217,7 @@ static int check_same(const cat_in *a, const cat_in *b, char *err)
     for (int pass = 0; pass < 2; pass++) {
         const cat_in *x = pass ? b : a, *y = pass ? a : b;
         for (int i = 0; i < x->n_nodes; i++) {
-            const node *n = &x->nodes[i], *m = find_node(y, n->name);
+            const node *n = &x->nodes[i], *m = find_node(y, n->name, i);
             if (!m || m->is_group != n->is_group || m->is_virtual != n->is_virtual)
                 return mc_fail(err, "%s has %s %s but %s has not: catalogues to merge must have the same columns "
                                     "(same job options)", x->path, n->is_group ? "group" : "dataset", n->name,
@@ -220,7 +225,7 @@ static int check_same(const cat_in *a, const cat_in *b, char *err)
         }
     }
     for (int i = 0; i < a->n_nodes; i++) {
-        const node *n = &a->nodes[i], *m = find_node(b, n->name);
+        const node *n = &a->nodes[i], *m = find_node(b, n->name, i);
         if (n->is_group || n->is_virtual) continue;
         int same = n->rank == m->rank;
         for (int d = 1; same && d < n->rank; d++) same = n->dims[d] == m->dims[d];
@@ -427,14 +432,8 @@ static int write_merged(cat_in *in, int n_in, const jobs_pick *picks, int64_t n_
                 hid_t dcpl = H5Dget_create_plist(src), type = H5Tcopy(nd->type);
                 if (pass == 1) {
                     /* fixed strings as wide as the widest input's */
-                    if (H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) <= 0) {
-                        size_t w = 0;
-                        for (int k = 0; k < n_in; k++) {
-                            size_t wk = H5Tget_size(find_node(&in[k], nd->name)->type);
-                            if (wk > w) w = wk;
-                        }
-                        H5Tset_size(type, w);
-                    }
+                    if (H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) <= 0)
+                        H5Tset_size(type, in[0].widest[i]);
                     size_t row_bytes = H5Tget_size(type);
                     for (int d = 1; d < nd->rank; d++) row_bytes *= (size_t)nd->dims[d];
                     hsize_t chunk[H5S_MAX_RANK];
@@ -475,8 +474,15 @@ static int open_all(const char *const *inputs, int n_in, cat_in *in, char *err)
     for (int k = 0; k < n_in; k++) in[k].file = -1;
     for (int k = 0; k < n_in; k++) {
         if (cat_in_open(&in[k], inputs[k], err)) return -1;
+        if (k == 0) in[0].widest = mc_calloc((size_t)(in[0].n_nodes ? in[0].n_nodes : 1), sizeof(size_t));
         if (k > 0 && check_same(&in[0], &in[k], err)) return -1;
-        if (k > 0) input_close(&in[k]);
+        for (int i = 0; i < in[0].n_nodes; i++) {
+            const node *nd = &in[0].nodes[i], *mine = find_node(&in[k], nd->name, i);
+            if (!nd->is_group && H5Tget_class(mine->type) == H5T_STRING && H5Tis_variable_str(mine->type) <= 0 &&
+                H5Tget_size(mine->type) > in[0].widest[i])
+                in[0].widest[i] = H5Tget_size(mine->type);
+        }
+        if (k > 0) cat_in_close(&in[k]); /* checked: its path, rows and attributes are all that is needed now */
     }
     return 0;
 }

@@ -661,8 +661,8 @@ static int pick_pair(void *ctx, int64_t index, int64_t line, const io_manifest_r
     return index >= p->i;
 }
 
-static int scan_csv(const char *path, const io_manifest_scan_opts *o, io_manifest_row_fn fn, void *ctx,
-                    io_manifest_info *info, struct dup_runs *dup, char *err)
+static int scan_csv(const char *path, io_manifest_row_fn fn, void *ctx, io_manifest_info *info,
+                    struct dup_runs *dup, char *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return mc_fail(err, "%s: cannot open manifest (%s)", path, strerror(errno));
@@ -674,7 +674,6 @@ static int scan_csv(const char *path, const io_manifest_scan_opts *o, io_manifes
     st.fn = fn;
     st.ctx = ctx;
     st.dup = dup;
-    (void)o;
     int rc = csv_parse_file(path, f, &st, info ? info->sha256 : (char[65]){0}, err);
     fclose(f);
     free(dir);
@@ -710,21 +709,21 @@ int io_manifest_scan(const char *path, const io_manifest_scan_opts *o, io_manife
         return 0;
     }
     snprintf(info->path, sizeof info->path, "%s", path);
-    if (!o->unique) return scan_csv(path, o, fn, ctx, info, NULL, err);
+    if (!o->unique) return scan_csv(path, fn, ctx, info, NULL, err);
     struct dup_runs d = {0};
     d.cap = o->sort_rows > 0 ? (size_t)o->sort_rows : (size_t)1 << 18;
     d.buf = (dup_ent *)mc_malloc(d.cap * sizeof *d.buf);
     d.mask = o->hash_bits > 0 && o->hash_bits < 64 ? ((uint64_t)1 << o->hash_bits) - 1 : ~(uint64_t)0;
     d.fd = -1;
     int64_t j, i;
-    int rc = scan_csv(path, o, fn, ctx, info, &d, err);
+    int rc = scan_csv(path, fn, ctx, info, &d, err);
     if (!rc) rc = dup_candidate(&d, &j, &i, err);
     free(d.buf);
     free(d.run_len);
     if (d.fd >= 0) close(d.fd);
     if (rc || i < 0) return rc;
     dup_pair p = {.j = j, .i = i};
-    rc = scan_csv(path, o, pick_pair, &p, NULL, NULL, err);
+    rc = scan_csv(path, pick_pair, &p, NULL, NULL, err);
     if (!rc && p.id_j && p.id_i && !strcmp(p.id_j, p.id_i))
         rc = mc_fail(err, "%s: duplicate id_str '%s' on lines %lld and %lld", path, p.id_i, (long long)p.line_j,
                      (long long)p.line_i);

@@ -111,6 +111,10 @@ int jobs_plan_write(const char *dir, const io_manifest_info *info, const jobs_pl
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return mc_fail(err, "%s: cannot create (%s)", dir, strerror(errno));
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
         return mc_fail(err, "%s: cannot create (%s)", path, strerror(errno));
+    struct stat sb; /* the manifest is read a second time: a pipe would be empty by now */
+    if (stat(info->path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
+        return mc_fail(err, "%s: not a regular file or folder: plan --out reads the manifest twice (once to count "
+                            "and check, once to write the chunks); save it to a file first", info->path);
     chunk_out co = {.dir = dir, .p = p, .err = err};
     io_manifest_info again;
     int rc = io_manifest_scan(info->path, NULL, chunk_row, &co, &again, err) || co.failed;

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------------------------- string arena */
 
@@ -131,7 +132,17 @@ typedef struct {
     size_t val[NCOL]; /* arena offsets of the interesting fields (0 = absent) */
     size_t val_len[NCOL];
     char *hdr_err; /* whole-manifest error while reading the header */
+    /* streaming (io_manifest_scan): each row goes to fn and its strings are dropped from the arena */
+    int streaming, stop;
+    io_manifest_row one;  /* the row being built */
+    size_t arena_base;    /* arena length before the first row */
+    io_manifest_row_fn fn;
+    void *ctx;
+    struct dup_runs *dup; /* the bounded-memory duplicate check, or NULL */
+    int max_id_len, max_path_len;
 } csv_state;
+
+static void dup_add(struct dup_runs *d, const char *id, int64_t row);
 
 /* The first offence of an id against UTF-8 (ids become HDF5 strings that every reader decodes as UTF-8), as
  * text into why; 0 when the id is fine. Control characters are allowed: a quoted CSV field may hold them. */
@@ -269,14 +280,17 @@ static void cb_record(int c, void *data)
         goto reset;
     }
     if (st->hdr_err) goto reset;
-    if (st->n == st->cap) {
-        st->cap = st->cap ? 2 * st->cap : 1024;
-        st->rows = (io_manifest_row *)mc_realloc(st->rows, (size_t)st->cap * sizeof *st->rows);
-        st->line = (int64_t *)mc_realloc(st->line, (size_t)st->cap * sizeof *st->line);
+    io_manifest_row *r = &st->one;
+    if (!st->streaming) {
+        if (st->n == st->cap) {
+            st->cap = st->cap ? 2 * st->cap : 1024;
+            st->rows = (io_manifest_row *)mc_realloc(st->rows, (size_t)st->cap * sizeof *st->rows);
+            st->line = (int64_t *)mc_realloc(st->line, (size_t)st->cap * sizeof *st->line);
+        }
+        r = &st->rows[st->n];
+        st->line[st->n] = st->rec_line;
     }
-    io_manifest_row *r = &st->rows[st->n];
     memset(r, 0, sizeof *r);
-    st->line[st->n] = st->rec_line;
     st->n++;
     r->id_str = off_ptr(st->val[COL_ID] ? st->val[COL_ID] : arena_put(&st->a, "", 0));
     r->path = off_ptr(st->val[COL_PATH] ? st->val[COL_PATH] : arena_put(&st->a, "", 0));
@@ -314,6 +328,19 @@ static void cb_record(int c, void *data)
         r->note = off_ptr(arena_put(&st->a, full, (size_t)n));
         r->ra = r->dec = NAN;
     }
+    if (st->streaming) { /* the arena no longer moves for this row: pointers, hand over, forget */
+        io_manifest_row v = *r;
+        v.id_str = arena_fix(&st->a, r->id_str);
+        v.path = arena_fix(&st->a, r->path);
+        v.hdu = arena_fix(&st->a, r->hdu);
+        v.note = arena_fix(&st->a, r->note);
+        int li = (int)strlen(v.id_str), lp = (int)strlen(v.path);
+        if (li > st->max_id_len) st->max_id_len = li;
+        if (lp > st->max_path_len) st->max_path_len = lp;
+        if (st->dup && v.id_str[0]) dup_add(st->dup, v.id_str, st->n - 1);
+        if (st->fn && st->fn(st->ctx, st->n - 1, st->rec_line, &v)) st->stop = 1;
+        st->a.len = st->arena_base;
+    }
 reset:
     st->in_rec = 0;
     st->nfield = 0;
@@ -321,28 +348,32 @@ reset:
     memset(st->val_len, 0, sizeof st->val_len);
 }
 
-static int read_csv(const char *path, FILE *f, io_manifest *m, char *err)
+/* Set up a csv_state for path: its folder (for relative paths) and the arena, offset 0 meaning NULL. Returns
+ * the arena offset of path; *dir is the folder (malloc'ed) or NULL. */
+static size_t csv_state_init(csv_state *st, const char *path, char **dir)
 {
-    csv_state st;
-    memset(&st, 0, sizeof st);
-    st.path = path;
-    st.cur_line = 1;
-    /* the manifest's folder, for relative paths */
+    memset(st, 0, sizeof *st);
+    st->path = path;
+    st->cur_line = 1;
     const char *slash = strrchr(path, '/');
-    char *dir = NULL;
+    *dir = NULL;
+    st->dir = "";
     if (slash) {
         size_t dl = (size_t)(slash - path) + 1;
-        dir = (char *)mc_malloc(dl + 1);
-        memcpy(dir, path, dl);
-        dir[dl] = 0;
-        st.dir = dir;
-        st.dirlen = dl;
-    } else {
-        st.dir = "";
+        *dir = (char *)mc_malloc(dl + 1);
+        memcpy(*dir, path, dl);
+        (*dir)[dl] = 0;
+        st->dir = *dir;
+        st->dirlen = dl;
     }
-    arena_put(&st.a, "", 0); /* offset 0 means NULL */
-    size_t path_off = arena_put(&st.a, path, strlen(path));
+    arena_put(&st->a, "", 0);
+    return arena_put(&st->a, path, strlen(path));
+}
 
+/* Feed the whole file through libcsv (or until a row callback asks to stop); the sha256 of its bytes into
+ * sha (when not stopped). Whole-manifest errors return -1 with their line. */
+static int csv_parse_file(const char *path, FILE *f, csv_state *st, char *sha, char *err)
+{
     struct csv_parser p;
     MC_ASSERT(csv_init(&p, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL) == 0);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -351,7 +382,7 @@ static int read_csv(const char *path, FILE *f, io_manifest *m, char *err)
     char *buf = (char *)mc_malloc(bufsz);
     int rc = 0, first = 1;
     size_t got;
-    while (!rc && (got = fread(buf, 1, bufsz, f)) > 0) {
+    while (!rc && !st->stop && (got = fread(buf, 1, bufsz, f)) > 0) {
         EVP_DigestUpdate(md, buf, got);
         char *s = buf, *end = buf + got;
         if (first) {
@@ -361,35 +392,46 @@ static int read_csv(const char *path, FILE *f, io_manifest *m, char *err)
                 s += 3; /* UTF-8 byte order mark */
         }
         /* Feed line by line so a record knows the line it started on. */
-        while (s < end) {
+        while (s < end && !st->stop) {
             char *nl = (char *)memchr(s, '\n', (size_t)(end - s));
             size_t n = nl ? (size_t)(nl - s) + 1 : (size_t)(end - s);
-            if (csv_parse(&p, s, n, cb_field, cb_record, &st) != n) {
+            if (csv_parse(&p, s, n, cb_field, cb_record, st) != n) {
                 rc =
                     mc_fail(err,
                             "%s: line %lld: malformed CSV (%s; a quote inside a field must be doubled, and a "
                             "quoted field must be followed by a comma or the end of the line)",
-                            path, (long long)st.cur_line, csv_strerror(csv_error(&p)));
+                            path, (long long)st->cur_line, csv_strerror(csv_error(&p)));
                 break;
             }
-            if (st.hdr_err) break;
-            if (nl) st.cur_line++;
+            if (st->hdr_err) break;
+            if (nl) st->cur_line++;
             s += n;
         }
-        if (st.hdr_err) break;
+        if (st->hdr_err) break;
     }
-    if (!rc && ferror(f)) rc = mc_fail(err, "%s: read error (%s)", path, strerror(errno));
-    if (!rc && !st.hdr_err && csv_fini(&p, cb_field, cb_record, &st) != 0)
+    if (!rc && !st->stop && ferror(f)) rc = mc_fail(err, "%s: read error (%s)", path, strerror(errno));
+    if (!rc && !st->stop && !st->hdr_err && csv_fini(&p, cb_field, cb_record, st) != 0)
         rc = mc_fail(err, "%s: line %lld: unterminated quoted field at the end of the file", path,
-                     (long long)st.rec_line);
-    if (!rc && st.hdr_err) rc = mc_fail(err, "%s", st.hdr_err);
-    if (!rc && !st.header_done) rc = mc_fail(err, "%s: empty manifest (no header line)", path);
+                     (long long)st->rec_line);
+    if (!rc && st->hdr_err) rc = mc_fail(err, "%s", st->hdr_err);
+    if (!rc && !st->stop && !st->header_done) rc = mc_fail(err, "%s: empty manifest (no header line)", path);
     csv_free(&p);
     free(buf);
-    sha_hex(md, m->sha256);
+    sha_hex(md, sha);
     EVP_MD_CTX_free(md);
-    free(st.hnames);
-    free(st.hdr_err);
+    free(st->hnames);
+    free(st->hdr_err);
+    st->hnames = NULL;
+    st->hdr_err = NULL;
+    return rc;
+}
+
+static int read_csv(const char *path, FILE *f, io_manifest *m, char *err)
+{
+    csv_state st;
+    char *dir;
+    size_t path_off = csv_state_init(&st, path, &dir);
+    int rc = csv_parse_file(path, f, &st, m->sha256, err);
     free(dir);
     if (rc) {
         free(st.a.buf);
@@ -414,6 +456,284 @@ static int read_csv(const char *path, FILE *f, io_manifest *m, char *err)
     finish_widths(m);
     rc = check_duplicates(m, st.line, NULL, path, err);
     free(st.line);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------- streaming */
+
+/* The duplicate check of a streamed manifest, in bounded memory: (64-bit hash of id_str, row) pairs are
+ * sorted in runs of sort_rows (16 bytes each) spilled to an unlinked temporary file, then merged. Equal
+ * hashes are candidates; the one whose second row comes first is the error check_duplicates reports (the
+ * first row of a hash group is the id's first occurrence), confirmed by reading the two ids back. Distinct
+ * ids with equal hashes (about n^2 / 2^65: 3e-6 at 10 million rows) fall back to the exact in-memory check. */
+typedef struct {
+    uint64_t h;
+    int64_t row;
+} dup_ent;
+
+struct dup_runs {
+    dup_ent *buf;
+    size_t n, cap;
+    uint64_t mask; /* of the hash's bits kept (tests use fewer, to make collisions) */
+    int fd;        /* spilled runs, back to back; -1 until the first spill */
+    int64_t *run_len;
+    int n_runs, cap_runs, failed;
+    char tmp_err[256];
+};
+
+static int dup_cmp(const void *a, const void *b)
+{
+    const dup_ent *x = (const dup_ent *)a, *y = (const dup_ent *)b;
+    if (x->h != y->h) return x->h < y->h ? -1 : 1;
+    return x->row < y->row ? -1 : x->row > y->row;
+}
+
+static uint64_t hash_id(const char *s)
+{
+    uint64_t h = hash_str(s); /* FNV-1a, then a 64-bit finaliser so every bit depends on every byte */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
+}
+
+static void dup_spill(struct dup_runs *d)
+{
+    if (d->failed || !d->n) return;
+    qsort(d->buf, d->n, sizeof *d->buf, dup_cmp);
+    if (d->fd < 0) {
+        const char *t = getenv("TMPDIR");
+        char name[4200];
+        snprintf(name, sizeof name, "%s/morphcat-ids-XXXXXX", t && t[0] ? t : "/tmp");
+        d->fd = mkstemp(name);
+        if (d->fd < 0) {
+            snprintf(d->tmp_err, sizeof d->tmp_err, "%.200s: cannot create (%s)", name, strerror(errno));
+            d->failed = 1;
+            return;
+        }
+        unlink(name);
+    }
+    size_t bytes = d->n * sizeof *d->buf, done = 0;
+    while (done < bytes) {
+        ssize_t w = write(d->fd, (const char *)d->buf + done, bytes - done);
+        if (w <= 0) {
+            snprintf(d->tmp_err, sizeof d->tmp_err, "the temporary file cannot be written (%s)",
+                     w < 0 ? strerror(errno) : "disk full?");
+            d->failed = 1;
+            return;
+        }
+        done += (size_t)w;
+    }
+    if (d->n_runs == d->cap_runs)
+        d->run_len = (int64_t *)mc_realloc(d->run_len, sizeof(int64_t) * (size_t)(d->cap_runs = 2 * d->cap_runs + 8));
+    d->run_len[d->n_runs++] = (int64_t)d->n;
+    d->n = 0;
+}
+
+static void dup_add(struct dup_runs *d, const char *id, int64_t row)
+{
+    if (d->n == d->cap) dup_spill(d);
+    if (d->n == d->cap) return; /* the spill failed: reported at the end */
+    d->buf[d->n++] = (dup_ent){hash_id(id) & d->mask, row};
+}
+
+typedef struct {
+    int64_t next, end; /* entries of the run still on disk: [next, end) */
+    dup_ent *b;
+    size_t at, len;
+} dup_cursor;
+
+static int cursor_fill(const struct dup_runs *d, dup_cursor *c, size_t cap)
+{
+    c->at = 0;
+    c->len = (size_t)(c->end - c->next < (int64_t)cap ? c->end - c->next : (int64_t)cap);
+    size_t bytes = c->len * sizeof(dup_ent), done = 0;
+    while (done < bytes) {
+        ssize_t r = pread(d->fd, (char *)c->b + done, bytes - done, (off_t)(c->next * (int64_t)sizeof(dup_ent)) + (off_t)done);
+        if (r <= 0) return -1;
+        done += (size_t)r;
+    }
+    c->next += (int64_t)c->len;
+    return 0;
+}
+
+/* The candidate: rows j < i with equal hashes, i as small as possible; *i = -1 when there is none. */
+static int dup_candidate(struct dup_runs *d, int64_t *j, int64_t *i, char *err)
+{
+    *j = *i = -1;
+    if (d->fd >= 0) dup_spill(d); /* everything on disk, merged below */
+    if (d->failed) return mc_fail(err, "checking id_str for duplicates: %s", d->tmp_err);
+    if (d->fd < 0) { /* one run: sorted in memory */
+        qsort(d->buf, d->n, sizeof *d->buf, dup_cmp);
+        for (size_t k = 1; k < d->n; k++)
+            if (d->buf[k].h == d->buf[k - 1].h && (k < 2 || d->buf[k - 2].h != d->buf[k].h) &&
+                (*i < 0 || d->buf[k].row < *i)) {
+                *i = d->buf[k].row;
+                *j = d->buf[k - 1].row;
+            }
+        return 0;
+    }
+    /* k-way merge through a binary heap of cursors; the run buffer's memory is shared among the cursors */
+    int nr = d->n_runs;
+    dup_cursor *c = (dup_cursor *)mc_calloc((size_t)nr, sizeof *c);
+    int *heap = (int *)mc_malloc(sizeof(int) * (size_t)nr);
+    size_t per = d->cap / (size_t)nr;
+    if (per < 16) per = 16;
+    dup_ent *pool = per * (size_t)nr <= d->cap ? d->buf : (dup_ent *)mc_malloc(sizeof(dup_ent) * per * (size_t)nr);
+    int64_t off = 0;
+    int nh = 0, rc = 0;
+    for (int r = 0; r < nr && !rc; r++) {
+        c[r].next = off;
+        c[r].end = off += d->run_len[r];
+        c[r].b = pool + (size_t)r * per;
+        if (cursor_fill(d, &c[r], per)) rc = -1;
+        if (c[r].len) heap[nh++] = r;
+    }
+#define DUP_AT(r) (&c[r].b[c[r].at])
+#define DUP_LESS(a, b) (dup_cmp(DUP_AT(a), DUP_AT(b)) < 0)
+    for (int k = nh / 2 - 1; k >= 0; k--) /* heapify */
+        for (int p = k;;) {
+            int l = 2 * p + 1, m = p;
+            if (l < nh && DUP_LESS(heap[l], heap[m])) m = l;
+            if (l + 1 < nh && DUP_LESS(heap[l + 1], heap[m])) m = l + 1;
+            if (m == p) break;
+            int t = heap[p];
+            heap[p] = heap[m];
+            heap[m] = t;
+            p = m;
+        }
+    uint64_t gh = 0;
+    int64_t first = -1, members = 0;
+    while (nh > 0 && !rc) {
+        int r = heap[0];
+        dup_ent e = *DUP_AT(r);
+        if (members && e.h == gh) {
+            if (++members == 2 && (*i < 0 || e.row < *i)) {
+                *i = e.row;
+                *j = first;
+            }
+        } else {
+            gh = e.h;
+            first = e.row;
+            members = 1;
+        }
+        if (++c[r].at == c[r].len && (c[r].next == c[r].end || cursor_fill(d, &c[r], per))) {
+            if (c[r].next < c[r].end) rc = -1;
+            heap[0] = heap[--nh];
+        }
+        for (int p = 0;;) { /* sift down */
+            int l = 2 * p + 1, m = p;
+            if (l < nh && DUP_LESS(heap[l], heap[m])) m = l;
+            if (l + 1 < nh && DUP_LESS(heap[l + 1], heap[m])) m = l + 1;
+            if (m == p) break;
+            int t = heap[p];
+            heap[p] = heap[m];
+            heap[m] = t;
+            p = m;
+        }
+    }
+#undef DUP_AT
+#undef DUP_LESS
+    if (pool != d->buf) free(pool);
+    free(c);
+    free(heap);
+    return rc ? mc_fail(err, "checking id_str for duplicates: the temporary file cannot be read back") : 0;
+}
+
+/* Row j's and row i's id and line, read back for the candidate. */
+typedef struct {
+    int64_t j, i, line_j, line_i;
+    char *id_j, *id_i;
+} dup_pair;
+
+static int pick_pair(void *ctx, int64_t index, int64_t line, const io_manifest_row *r)
+{
+    dup_pair *p = (dup_pair *)ctx;
+    if (index == p->j) {
+        p->id_j = mc_strdup(r->id_str);
+        p->line_j = line;
+    }
+    if (index == p->i) {
+        p->id_i = mc_strdup(r->id_str);
+        p->line_i = line;
+    }
+    return index >= p->i;
+}
+
+static int scan_csv(const char *path, io_manifest_row_fn fn, void *ctx, io_manifest_info *info,
+                    struct dup_runs *dup, char *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return mc_fail(err, "%s: cannot open manifest (%s)", path, strerror(errno));
+    csv_state st;
+    char *dir;
+    csv_state_init(&st, path, &dir);
+    st.streaming = 1;
+    st.arena_base = st.a.len;
+    st.fn = fn;
+    st.ctx = ctx;
+    st.dup = dup;
+    int rc = csv_parse_file(path, f, &st, info ? info->sha256 : (char[65]){0}, err);
+    fclose(f);
+    free(dir);
+    free(st.a.buf);
+    if (info) {
+        info->n = st.n;
+        info->max_id_len = st.max_id_len;
+        info->max_path_len = st.max_path_len;
+    }
+    return rc;
+}
+
+int io_manifest_scan(const char *path, const io_manifest_scan_opts *o, io_manifest_row_fn fn, void *ctx,
+                     io_manifest_info *info, char *err)
+{
+    MC_ASSERT(path && info);
+    static const io_manifest_scan_opts defaults = {0};
+    if (!o) o = &defaults;
+    memset(info, 0, sizeof *info);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return mc_fail(err, "%s: cannot open manifest (%s)", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) { /* a listing is sorted whole anyway: read it, then hand the rows over */
+        io_manifest m;
+        if (io_manifest_read(path, &m, err)) return -1;
+        snprintf(info->path, sizeof info->path, "%s", m.path);
+        memcpy(info->sha256, m.sha256, sizeof info->sha256);
+        info->n = m.n;
+        info->max_id_len = m.max_id_len;
+        info->max_path_len = m.max_path_len;
+        for (int64_t i = 0; fn && i < m.n; i++)
+            if (fn(ctx, i, 0, &m.rows[i])) break;
+        io_manifest_free(&m);
+        return 0;
+    }
+    snprintf(info->path, sizeof info->path, "%s", path);
+    if (!o->unique) return scan_csv(path, fn, ctx, info, NULL, err);
+    struct dup_runs d = {0};
+    d.cap = o->sort_rows > 0 ? (size_t)o->sort_rows : (size_t)1 << 18;
+    d.buf = (dup_ent *)mc_malloc(d.cap * sizeof *d.buf);
+    d.mask = o->hash_bits > 0 && o->hash_bits < 64 ? ((uint64_t)1 << o->hash_bits) - 1 : ~(uint64_t)0;
+    d.fd = -1;
+    int64_t j, i;
+    int rc = scan_csv(path, fn, ctx, info, &d, err);
+    if (!rc) rc = dup_candidate(&d, &j, &i, err);
+    free(d.buf);
+    free(d.run_len);
+    if (d.fd >= 0) close(d.fd);
+    if (rc || i < 0) return rc;
+    dup_pair p = {.j = j, .i = i};
+    rc = scan_csv(path, pick_pair, &p, NULL, NULL, err);
+    if (!rc && p.id_j && p.id_i && !strcmp(p.id_j, p.id_i))
+        rc = mc_fail(err, "%s: duplicate id_str '%s' on lines %lld and %lld", path, p.id_i, (long long)p.line_j,
+                     (long long)p.line_i);
+    else if (!rc) { /* two ids with one hash: the exact check decides */
+        io_manifest m;
+        rc = io_manifest_read(path, &m, err);
+        if (!rc) io_manifest_free(&m);
+    }
+    free(p.id_j);
+    free(p.id_i);
     return rc;
 }
 

@@ -40,4 +40,29 @@ typedef struct io_manifest {
 int io_manifest_read(const char *path, io_manifest *m, char *err);
 void io_manifest_free(io_manifest *m);
 
+/* Streaming: what io_manifest_read would give, one row at a time, in memory that does not grow with the
+ * rows (CSV; a folder's listing is sorted whole, so a folder is read with io_manifest_read first). fn gets
+ * each row as io_manifest_read would store it (strings valid only during the call), its index and the CSV
+ * line it starts on (0 for folders); a nonzero return stops the scan. fn may be NULL (count and check). */
+typedef int (*io_manifest_row_fn)(void *ctx, int64_t index, int64_t line, const io_manifest_row *r);
+
+typedef struct io_manifest_scan_opts {
+    int unique;        /* also refuse duplicate id_str as io_manifest_read does, with the same message, in
+                          bounded memory (hashes sorted in runs in $TMPDIR, 16 bytes a row on disk); fn sees
+                          the rows before the verdict */
+    int64_t sort_rows; /* rows per sorted run (0: 262144, 4 MiB); tests use few */
+    int hash_bits;     /* bits of the id hash kept (0: 64); tests use few, to force collisions */
+} io_manifest_scan_opts;
+
+typedef struct io_manifest_info {
+    char path[4096]; /* as io_manifest_read names it (a folder without trailing '/') */
+    int64_t n;
+    char sha256[65];
+    int max_id_len, max_path_len;
+} io_manifest_info;
+
+/* o may be NULL (no duplicate check). Errors: as io_manifest_read's, one line; -1. */
+int io_manifest_scan(const char *path, const io_manifest_scan_opts *o, io_manifest_row_fn fn, void *ctx,
+                     io_manifest_info *info, char *err);
+
 #endif

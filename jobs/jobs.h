@@ -16,6 +16,12 @@
  * as the job reading m would), so the file works from any folder; a bad row keeps its reason in
  * morphcat_bad_row and stays bad. Written to a temporary name and renamed: never half-written. */
 int jobs_manifest_write(const char *path, const io_manifest *m, const int64_t *rows, int64_t n, char *err);
+/* The same, one row at a time (plan chunks streamed from the source manifest): open, rows, close. Close
+ * flushes, fsyncs and renames into place, or removes the temporary file and says why; it frees w. */
+typedef struct jobs_manifest_writer jobs_manifest_writer;
+int jobs_manifest_writer_open(const char *path, jobs_manifest_writer **w, char *err);
+void jobs_manifest_writer_row(jobs_manifest_writer *w, const io_manifest_row *r);
+int jobs_manifest_writer_close(jobs_manifest_writer *w, char *err);
 
 /* ---- plan --------------------------------------------------------------------------------------------- */
 typedef struct jobs_plan_opts {
@@ -44,8 +50,11 @@ typedef struct jobs_plan {
 int jobs_plan_make(int64_t n_rows, const jobs_plan_opts *o, jobs_plan *p, char *err);
 void jobs_plan_print(FILE *f, const jobs_plan *p, const jobs_plan_opts *o);
 /* DIR/chunks/chunk_NNNNN.csv (the array tasks' manifests), DIR/chunks.tsv (index, first row, rows) and
- * DIR/plan.env (shell variables the sbatch scripts read). */
-int jobs_plan_write(const char *dir, const io_manifest *m, const jobs_plan *p, const jobs_plan_opts *o, char *err);
+ * DIR/plan.env (shell variables the sbatch scripts read). The chunks are written as the manifest is read
+ * again (io_manifest_scan: memory independent of its rows); info is what the first reading found, and a
+ * manifest that changed since (other bytes or rows) is refused. */
+int jobs_plan_write(const char *dir, const io_manifest_info *info, const jobs_plan *p, const jobs_plan_opts *o,
+                    char *err);
 /* Rows per chunk of a written plan, from DIR/chunks.tsv; *rows is malloc'ed. */
 int jobs_plan_read(const char *dir, int64_t **rows, int64_t *n_chunks, char *err);
 

@@ -6,7 +6,6 @@
  * and can simply be run again. Not here: choosing rows for reruns (jobs/rerun.c). */
 #include <errno.h>
 #include <hdf5.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "io/h5attr.h"
@@ -25,13 +24,34 @@ typedef struct node {
     hsize_t dims[H5S_MAX_RANK];
 } node;
 
+/* An input's layout is read once; its file is open only while it is checked or copied from (the first
+ * input's stays open: the output's groups, attributes and dataset settings come from it), so the memory
+ * of a merge does not grow with its inputs (HDF5 keeps metadata and chunk caches per open file). */
 typedef struct cat_in {
     const char *path;
     hid_t file;
     int64_t n_rows;
     node *nodes;
     int n_nodes, cap_nodes;
+    char release[IO_CAT_RELEASE_LEN], unit_rows[32];
+    size_t *widest; /* first input only: per node, the widest fixed-string type of any input's */
 } cat_in;
+
+static hid_t input_open(const char *path)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_file_locking(fapl, 0, 1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    return f;
+}
+
+static void input_close(cat_in *c)
+{
+    if (c->file >= 0) H5Fclose(c->file);
+    c->file = -1;
+}
 
 static herr_t visit_cb(hid_t loc, const char *name, const H5L_info_t *info, void *data)
 {
@@ -49,7 +69,9 @@ static herr_t visit_cb(hid_t loc, const char *name, const H5L_info_t *info, void
         n->is_group = t == H5I_GROUP;
         n->type = -1;
         if (!n->is_group) {
-            n->type = H5Dget_type(o);
+            hid_t t = H5Dget_type(o);
+            n->type = H5Tcopy(t); /* a transient copy: usable once the file is closed */
+            H5Tclose(t);
             hid_t sp = H5Dget_space(o);
             n->rank = H5Sget_simple_extent_ndims(sp);
             H5Sget_simple_extent_dims(sp, n->dims, NULL);
@@ -65,13 +87,14 @@ static herr_t visit_cb(hid_t loc, const char *name, const H5L_info_t *info, void
 
 static void cat_in_close(cat_in *c)
 {
+    free(c->widest);
+    c->widest = NULL;
     for (int i = 0; i < c->n_nodes; i++) {
         free(c->nodes[i].name);
         if (c->nodes[i].type >= 0) H5Tclose(c->nodes[i].type);
     }
     free(c->nodes);
-    if (c->file >= 0) H5Fclose(c->file);
-    c->file = -1;
+    input_close(c);
     c->nodes = NULL;
     c->n_nodes = 0;
 }
@@ -113,16 +136,14 @@ static int cat_in_open(cat_in *c, const char *path, char *err)
 {
     memset(c, 0, sizeof *c);
     c->path = path;
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_file_locking(fapl, 0, 1);
-    c->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    H5Pclose(fapl);
+    c->file = input_open(path);
     if (c->file < 0) return mc_fail(err, "%s: cannot be opened as an HDF5 file (missing, not HDF5, or damaged)", path);
     char layout[128];
     if (io_h5_attr_str(c->file, "layout", layout, sizeof layout) || strcmp(layout, IO_CAT_LAYOUT))
         return mc_fail(err, "%s: not a morphcat catalogue (layout '%s', expected '%s')", path, layout, IO_CAT_LAYOUT);
     H5Lvisit(c->file, H5_INDEX_NAME, H5_ITER_INC, visit_cb, c);
+    io_h5_attr_str(c->file, "release", c->release, sizeof c->release);
+    io_h5_attr_str(c->file, "unit_rows", c->unit_rows, sizeof c->unit_rows);
     c->n_rows = -1;
     for (int i = 0; i < c->n_nodes; i++)
         if (!strcmp(c->nodes[i].name, "galaxies/status") && c->nodes[i].rank == 1) c->n_rows = (int64_t)c->nodes[i].dims[0];
@@ -138,8 +159,10 @@ static int cat_in_open(cat_in *c, const char *path, char *err)
     return 0;
 }
 
-static const node *find_node(const cat_in *c, const char *name)
+/* Catalogues of one job's options list the same nodes in the same (name) order: try position `hint` first. */
+static const node *find_node(const cat_in *c, const char *name, int hint)
 {
+    if (hint >= 0 && hint < c->n_nodes && !strcmp(c->nodes[hint].name, name)) return &c->nodes[hint];
     for (int i = 0; i < c->n_nodes; i++)
         if (!strcmp(c->nodes[i].name, name)) return &c->nodes[i];
     return NULL;
@@ -194,7 +217,7 @@ static int check_same(const cat_in *a, const cat_in *b, char *err)
     for (int pass = 0; pass < 2; pass++) {
         const cat_in *x = pass ? b : a, *y = pass ? a : b;
         for (int i = 0; i < x->n_nodes; i++) {
-            const node *n = &x->nodes[i], *m = find_node(y, n->name);
+            const node *n = &x->nodes[i], *m = find_node(y, n->name, i);
             if (!m || m->is_group != n->is_group || m->is_virtual != n->is_virtual)
                 return mc_fail(err, "%s has %s %s but %s has not: catalogues to merge must have the same columns "
                                     "(same job options)", x->path, n->is_group ? "group" : "dataset", n->name,
@@ -202,7 +225,7 @@ static int check_same(const cat_in *a, const cat_in *b, char *err)
         }
     }
     for (int i = 0; i < a->n_nodes; i++) {
-        const node *n = &a->nodes[i], *m = find_node(b, n->name);
+        const node *n = &a->nodes[i], *m = find_node(b, n->name, i);
         if (n->is_group || n->is_virtual) continue;
         int same = n->rank == m->rank;
         for (int d = 1; same && d < n->rank; d++) same = n->dims[d] == m->dims[d];
@@ -244,8 +267,56 @@ static int write_rows(hid_t ds, hid_t mtype, int rank, const hsize_t *dims, int6
     return io_rows(ds, mtype, rank, dims, row0, n, (void *)buf, 1);
 }
 
-/* Copy one row-indexed dataset: output rows in blocks of ~8 MiB; for each input in a block, read the span of
- * its rows at once when they are dense (concatenated chunks, reruns), or run by run when they are not. */
+/* The inputs a dataset's copy has open at once: at most MERGE_OPEN (each open file costs HDF5's caches, a few
+ * MB), evicting the one used longest ago. Blocks of concatenated chunks touch inputs in order, so each input
+ * is opened about once per dataset. */
+enum { MERGE_OPEN = 8 };
+
+typedef struct {
+    cat_in *in;
+    const char *name;
+    hid_t *ds;     /* per input: the dataset, or -1 */
+    int slot[MERGE_OPEN], n_slot;
+    int64_t *used; /* per input: when last used */
+    int64_t clock;
+} ds_pool;
+
+static hid_t pool_get(ds_pool *p, int k)
+{
+    p->used[k] = ++p->clock;
+    if (p->ds[k] >= 0) return p->ds[k];
+    if (k > 0 && p->n_slot == MERGE_OPEN) {
+        int v = 0;
+        for (int s = 1; s < p->n_slot; s++)
+            if (p->used[p->slot[s]] < p->used[p->slot[v]]) v = s;
+        int old = p->slot[v];
+        H5Dclose(p->ds[old]);
+        p->ds[old] = -1;
+        input_close(&p->in[old]);
+        p->slot[v] = p->slot[--p->n_slot];
+    }
+    if (k > 0) {
+        p->in[k].file = input_open(p->in[k].path);
+        if (p->in[k].file < 0) return -1;
+        p->slot[p->n_slot++] = k;
+    }
+    p->ds[k] = H5Dopen2(p->in[k].file, p->name, H5P_DEFAULT);
+    return p->ds[k];
+}
+
+static void pool_free(ds_pool *p, int n_in)
+{
+    for (int k = 0; k < n_in; k++) {
+        if (p->ds[k] >= 0) H5Dclose(p->ds[k]);
+        if (k > 0) input_close(&p->in[k]);
+    }
+    free(p->ds);
+    free(p->used);
+}
+
+/* Copy one row-indexed dataset: output rows in blocks of ~8 MiB; the block's rows grouped by input (in output
+ * order within each); for each input in the block, read the span of its rows at once when they are dense
+ * (concatenated chunks, reruns), or run by run when they are not. */
 static int copy_dataset(cat_in *in, int n_in, const jobs_pick *picks, int64_t n_out, hid_t out_ds, hid_t mtype,
                         const node *nd, char *err)
 {
@@ -255,60 +326,79 @@ static int copy_dataset(cat_in *in, int n_in, const jobs_pick *picks, int64_t n_
     if (block < 1) block = 1;
     if (block > n_out) block = n_out > 0 ? n_out : 1;
     char *out = mc_malloc(row_bytes * (size_t)block), *span = mc_malloc(row_bytes * (size_t)(4 * block));
-    hid_t *ds = mc_malloc(sizeof(hid_t) * (size_t)n_in);
+    ds_pool pool = {.in = in, .name = nd->name};
+    pool.ds = mc_malloc(sizeof(hid_t) * (size_t)n_in);
+    pool.used = mc_calloc((size_t)n_in, sizeof(int64_t));
+    for (int k = 0; k < n_in; k++) pool.ds[k] = -1;
+    /* per block: the inputs touched (in order of first use), each one's count, lo and hi, and its rows' place
+     * in `order` (output positions grouped by input) */
+    int64_t *cnt = mc_calloc((size_t)n_in, sizeof(int64_t)), *lo = mc_malloc(sizeof(int64_t) * (size_t)n_in);
+    int64_t *hi = mc_malloc(sizeof(int64_t) * (size_t)n_in), *at = mc_malloc(sizeof(int64_t) * (size_t)n_in);
+    int64_t *order = mc_malloc(sizeof(int64_t) * (size_t)block);
+    int *touched = mc_malloc(sizeof(int) * (size_t)n_in);
     int rc = 0;
-    for (int k = 0; k < n_in; k++) ds[k] = H5Dopen2(in[k].file, nd->name, H5P_DEFAULT);
     for (int64_t o0 = 0; o0 < n_out && !rc; o0 += block) {
         int64_t n = n_out - o0 < block ? n_out - o0 : block;
-        for (int k = 0; k < n_in && !rc; k++) {
-            int64_t lo = INT64_MAX, hi = -1, cnt = 0;
-            for (int64_t i = o0; i < o0 + n; i++)
-                if (picks[i].input == k) {
-                    cnt++;
-                    if (picks[i].row < lo) lo = picks[i].row;
-                    if (picks[i].row > hi) hi = picks[i].row;
-                }
-            if (!cnt) continue;
-            if (hi - lo + 1 <= 4 * block) {
-                rc = read_rows(ds[k], mtype, nd->rank, nd->dims, lo, hi - lo + 1, span);
-                for (int64_t i = o0; i < o0 + n && !rc; i++)
-                    if (picks[i].input == k)
-                        memcpy(out + (size_t)(i - o0) * row_bytes, span + (size_t)(picks[i].row - lo) * row_bytes,
-                               row_bytes);
+        int nt = 0;
+        for (int64_t i = o0; i < o0 + n; i++) {
+            int k = picks[i].input;
+            if (!cnt[k]++) {
+                touched[nt++] = k;
+                lo[k] = INT64_MAX;
+                hi[k] = -1;
+            }
+            if (picks[i].row < lo[k]) lo[k] = picks[i].row;
+            if (picks[i].row > hi[k]) hi[k] = picks[i].row;
+        }
+        int64_t pos = 0;
+        for (int t = 0; t < nt; t++) {
+            at[touched[t]] = pos;
+            pos += cnt[touched[t]];
+        }
+        for (int64_t i = o0; i < o0 + n; i++) order[at[picks[i].input]++] = i;
+        pos = 0;
+        for (int t = 0; t < nt && !rc; t++) {
+            int k = touched[t];
+            const int64_t *mine = order + pos; /* k's output positions, increasing */
+            int64_t m = cnt[k];
+            pos += m;
+            hid_t ds = pool_get(&pool, k);
+            if (ds < 0) {
+                rc = mc_fail(err, "%s: cannot be opened again to read %s (moved or damaged during the merge?)",
+                             in[k].path, nd->name);
+                break;
+            }
+            if (hi[k] - lo[k] + 1 <= 4 * block) {
+                rc = read_rows(ds, mtype, nd->rank, nd->dims, lo[k], hi[k] - lo[k] + 1, span);
+                for (int64_t q = 0; q < m && !rc; q++)
+                    memcpy(out + (size_t)(mine[q] - o0) * row_bytes,
+                           span + (size_t)(picks[mine[q]].row - lo[k]) * row_bytes, row_bytes);
             } else {
-                for (int64_t i = o0; i < o0 + n && !rc;) {
-                    if (picks[i].input != k) {
-                        i++;
-                        continue;
-                    }
-                    int64_t j = i + 1;
-                    while (j < o0 + n && picks[j].input == k && picks[j].row == picks[j - 1].row + 1) j++;
-                    rc = read_rows(ds[k], mtype, nd->rank, nd->dims, picks[i].row, j - i,
-                                   out + (size_t)(i - o0) * row_bytes);
-                    i = j;
+                for (int64_t q = 0; q < m && !rc;) {
+                    int64_t r = q + 1; /* a run: consecutive output rows from consecutive input rows */
+                    while (r < m && mine[r] == mine[r - 1] + 1 && picks[mine[r]].row == picks[mine[r - 1]].row + 1)
+                        r++;
+                    rc = read_rows(ds, mtype, nd->rank, nd->dims, picks[mine[q]].row, r - q,
+                                   out + (size_t)(mine[q] - o0) * row_bytes);
+                    q = r;
                 }
             }
             if (rc) mc_fail(err, "%s: cannot read %s", in[k].path, nd->name);
         }
+        for (int t = 0; t < nt; t++) cnt[touched[t]] = 0;
         if (!rc && write_rows(out_ds, mtype, nd->rank, nd->dims, o0, n, out))
             rc = mc_fail(err, "writing %s failed (disk full?)", nd->name);
     }
-    for (int k = 0; k < n_in; k++)
-        if (ds[k] >= 0) H5Dclose(ds[k]);
-    free(ds);
+    pool_free(&pool, n_in);
+    free(cnt);
+    free(lo);
+    free(hi);
+    free(at);
+    free(order);
+    free(touched);
     free(out);
     free(span);
     return rc;
-}
-
-/* Many chunk catalogues are open at once: allow as many files as the hard limit does. */
-static void raise_file_limit(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
 }
 
 static int write_merged(cat_in *in, int n_in, const jobs_pick *picks, int64_t n_out, const char *output,
@@ -342,14 +432,8 @@ static int write_merged(cat_in *in, int n_in, const jobs_pick *picks, int64_t n_
                 hid_t dcpl = H5Dget_create_plist(src), type = H5Tcopy(nd->type);
                 if (pass == 1) {
                     /* fixed strings as wide as the widest input's */
-                    if (H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) <= 0) {
-                        size_t w = 0;
-                        for (int k = 0; k < n_in; k++) {
-                            size_t wk = H5Tget_size(find_node(&in[k], nd->name)->type);
-                            if (wk > w) w = wk;
-                        }
-                        H5Tset_size(type, w);
-                    }
+                    if (H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) <= 0)
+                        H5Tset_size(type, in[0].widest[i]);
                     size_t row_bytes = H5Tget_size(type);
                     for (int d = 1; d < nd->rank; d++) row_bytes *= (size_t)nd->dims[d];
                     hsize_t chunk[H5S_MAX_RANK];
@@ -387,11 +471,18 @@ static int write_merged(cat_in *in, int n_in, const jobs_pick *picks, int64_t n_
 
 static int open_all(const char *const *inputs, int n_in, cat_in *in, char *err)
 {
-    raise_file_limit();
     for (int k = 0; k < n_in; k++) in[k].file = -1;
     for (int k = 0; k < n_in; k++) {
         if (cat_in_open(&in[k], inputs[k], err)) return -1;
+        if (k == 0) in[0].widest = mc_calloc((size_t)(in[0].n_nodes ? in[0].n_nodes : 1), sizeof(size_t));
         if (k > 0 && check_same(&in[0], &in[k], err)) return -1;
+        for (int i = 0; i < in[0].n_nodes; i++) {
+            const node *nd = &in[0].nodes[i], *mine = find_node(&in[k], nd->name, i);
+            if (!nd->is_group && H5Tget_class(mine->type) == H5T_STRING && H5Tis_variable_str(mine->type) <= 0 &&
+                H5Tget_size(mine->type) > in[0].widest[i])
+                in[0].widest[i] = H5Tget_size(mine->type);
+        }
+        if (k > 0) cat_in_close(&in[k]); /* checked: its path, rows and attributes are all that is needed now */
     }
     return 0;
 }
@@ -509,8 +600,8 @@ int jobs_merge(const char *const *inputs, int n_in, const char *output, const ch
             char rel[IO_CAT_RELEASE_LEN], last_rel[IO_CAT_RELEASE_LEN] = "", unit0[32] = "", unit[32], line[4400];
             int mixed_units = 0;
             for (int k = 0; k < n_in; k++) {
-                io_h5_attr_str(in[k].file, "release", rel, sizeof rel);
-                io_h5_attr_str(in[k].file, "unit_rows", unit, sizeof unit);
+                snprintf(rel, sizeof rel, "%s", in[k].release);
+                snprintf(unit, sizeof unit, "%s", in[k].unit_rows);
                 if (k == 0) snprintf(unit0, sizeof unit0, "%s", unit);
                 else mixed_units |= strcmp(unit, unit0) != 0;
                 snprintf(last_rel, sizeof last_rel, "%s", rel);

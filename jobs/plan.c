@@ -77,24 +77,57 @@ void jobs_plan_print(FILE *f, const jobs_plan *p, const jobs_plan_opts *o)
                    "ask the site's limit\n", (long long)p->n_chunks);
 }
 
-int jobs_plan_write(const char *dir, const io_manifest *m, const jobs_plan *p, const jobs_plan_opts *o, char *err)
+/* Rows of the manifest into chunk files as they are read: chunk c holds rows [c * chunk_rows, ...). */
+typedef struct {
+    const char *dir;
+    const jobs_plan *p;
+    jobs_manifest_writer *w;
+    int failed, more; /* a chunk file could not be written (err says why); more rows than counted */
+    char *err;
+} chunk_out;
+
+static int chunk_row(void *ctx, int64_t index, int64_t line, const io_manifest_row *r)
+{
+    (void)line;
+    chunk_out *c = ctx;
+    if (index >= c->p->n_rows) return c->more = 1;
+    if (index % c->p->chunk_rows == 0) {
+        char path[4200];
+        jobs_manifest_writer *w = c->w;
+        c->w = NULL;
+        if (jobs_manifest_writer_close(w, c->err)) return c->failed = 1;
+        snprintf(path, sizeof path, "%s/chunks/chunk_%05lld.csv", c->dir, (long long)(index / c->p->chunk_rows));
+        if (jobs_manifest_writer_open(path, &c->w, c->err)) return c->failed = 1;
+    }
+    jobs_manifest_writer_row(c->w, r);
+    return 0;
+}
+
+int jobs_plan_write(const char *dir, const io_manifest_info *info, const jobs_plan *p, const jobs_plan_opts *o,
+                    char *err)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/chunks", dir);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return mc_fail(err, "%s: cannot create (%s)", dir, strerror(errno));
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
         return mc_fail(err, "%s: cannot create (%s)", path, strerror(errno));
-    int64_t *idx = mc_malloc(sizeof(int64_t) * (size_t)(p->chunk_rows > 0 ? p->chunk_rows : 1));
-    for (int64_t c = 0; c < p->n_chunks; c++) {
-        int64_t a = c * p->chunk_rows, b = a + p->chunk_rows < p->n_rows ? a + p->chunk_rows : p->n_rows;
-        for (int64_t i = a; i < b; i++) idx[i - a] = i;
-        snprintf(path, sizeof path, "%s/chunks/chunk_%05lld.csv", dir, (long long)c);
-        if (jobs_manifest_write(path, m, idx, b - a, err)) {
-            free(idx);
-            return -1;
-        }
+    struct stat sb; /* the manifest is read a second time: a pipe would be empty by now */
+    if (stat(info->path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
+        return mc_fail(err, "%s: not a regular file or folder: plan --out reads the manifest twice (once to count "
+                            "and check, once to write the chunks); save it to a file first", info->path);
+    chunk_out co = {.dir = dir, .p = p, .err = err};
+    io_manifest_info again;
+    int rc = io_manifest_scan(info->path, NULL, chunk_row, &co, &again, err) || co.failed;
+    if (!rc && (co.more || again.n != info->n || strcmp(again.sha256, info->sha256))) {
+        jobs_manifest_writer_close(co.w, NULL);
+        return mc_fail(err, "%s: changed while being planned (%lld rows, sha256 %.16s... when first read): plan it "
+                            "again", info->path, (long long)info->n, info->sha256);
     }
-    free(idx);
+    if (rc) {
+        jobs_manifest_writer_close(co.w, NULL);
+        return -1;
+    }
+    if (jobs_manifest_writer_close(co.w, err)) return -1;
     /* chunks.tsv, then plan.env last: a plan whose plan.env exists is whole */
     snprintf(path, sizeof path, "%s/chunks.tsv", dir);
     FILE *f = fopen(path, "w");
@@ -112,8 +145,8 @@ int jobs_plan_write(const char *dir, const io_manifest *m, const jobs_plan *p, c
     if (!f) return mc_fail(err, "%s: cannot write (%s)", path, strerror(errno));
     fprintf(f, "# written by morphcat plan; read by slurm/submit.sh and the sbatch scripts\n");
     fputs("MC_PLAN_MANIFEST='", f); /* single-quoted for sh, a quote inside as '\'' */
-    for (const char *c = m->path; *c; c++) *c == '\'' ? (void)fputs("'\\''", f) : (void)fputc(*c, f);
-    fprintf(f, "'\nMC_PLAN_MANIFEST_SHA256=%s\n", m->sha256);
+    for (const char *q = info->path; *q; q++) *q == '\'' ? (void)fputs("'\\''", f) : (void)fputc(*q, f);
+    fprintf(f, "'\nMC_PLAN_MANIFEST_SHA256=%s\n", info->sha256);
     fprintf(f, "MC_PLAN_ROWS=%lld\nMC_PLAN_CHUNKS=%lld\nMC_PLAN_CHUNK_ROWS=%lld\nMC_PLAN_BATCH=%d\n", (long long)p->n_rows,
             (long long)p->n_chunks, (long long)p->chunk_rows, o->batch);
     fprintf(f, "MC_PLAN_ARRAY=0-%lld%%%d\n", (long long)(p->n_chunks > 0 ? p->n_chunks - 1 : 0), p->concurrent);

@@ -70,27 +70,27 @@ int cmd_plan(int argc, char **argv)
     }
     char err[MC_ERR_LEN];
     jobs_plan p;
-    io_manifest m = {0};
+    io_manifest_info info;
     int64_t n = galaxies;
-    if (manifest) {
+    if (manifest) { /* counted and checked here, streamed into chunks by jobs_plan_write: rows never held */
         double t0 = mc_now();
-        if (io_manifest_read(manifest, &m, err)) {
+        const io_manifest_scan_opts so = {.unique = 1};
+        if (io_manifest_scan(manifest, &so, NULL, NULL, &info, err)) {
             fprintf(stderr, "morphcat: %s\n", err);
             return MC_EXIT_FAIL;
         }
-        n = m.n;
+        n = info.n;
         fprintf(stderr, "morphcat: plan: read %lld rows of %s in %.2f s\n", (long long)n, manifest, mc_now() - t0);
     }
     int rc = jobs_plan_make(n, &o, &p, err);
     if (!rc) jobs_plan_print(stdout, &p, &o);
     if (!rc && out) {
         double t0 = mc_now();
-        rc = jobs_plan_write(out, &m, &p, &o, err);
+        rc = jobs_plan_write(out, &info, &p, &o, err);
         if (!rc)
             printf("  wrote %lld chunk manifests, %s/chunks.tsv and %s/plan.env in %.2f s; submit with: sh "
                    "slurm/submit.sh %s ...\n", (long long)p.n_chunks, out, out, mc_now() - t0, out);
     }
-    io_manifest_free(&m);
     if (rc) {
         fprintf(stderr, "morphcat: plan: %s\n", err);
         return MC_EXIT_FAIL;

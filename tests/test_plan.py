@@ -72,6 +72,21 @@ c.check(len(tsv) == 11 and all(int(ln.split("\t")[2]) % 16 == 0 for ln in tsv[1:
 cp = mctest.run(["plan", "--manifest", os.path.join(out, "chunks", chunks[0]), "--rate", "50", "--cores-per-node", "64"])
 c.check("100000 galaxies" in cp.stdout, "a chunk manifest is a manifest morphcat reads (%s)" % cp.stdout.splitlines()[0])
 
+# ---- duplicate id_str across the whole manifest: plan streams the rows (its duplicate check sorts hashes in runs
+# of 262,144 rows on disk), and still names the first repeated id and both its lines, as io_manifest_read does ----
+dup = os.path.join(d, "survey", "dup.csv")
+with open(man) as fi, open(dup, "w") as fo:
+    for i, ln in enumerate(fi):  # data row k is on line k + 2: gal_0200000 again at row 500000 and gal_0000010 at 600000
+        k = i - 1
+        fo.write(ln.replace("gal_%07d," % k, "gal_0200000,") if k == 500000 else
+                 ln.replace("gal_%07d," % k, "gal_0000010,") if k in (600000, 800000) else ln)
+cp = mctest.run(["plan", "--manifest", dup, "--rate", "50", "--cores-per-node", "64", "--out", os.path.join(d, "dup_plan")],
+                check=False)
+lines = cp.stderr.strip().splitlines()
+c.check(cp.returncode == 1 and lines == ["morphcat: %s: duplicate id_str 'gal_0200000' on lines 200002 and 500002" % dup]
+        and not os.path.exists(os.path.join(d, "dup_plan", "plan.env")),
+        "duplicates 300,000 rows apart refused with the first repeat and both lines, no plan written: %s" % lines)
+
 # ---- estimate only, the arithmetic spelled out ----
 cp = mctest.run(["plan", "--galaxies", "10000000", "--rate", "4.5", "--cores-per-node", "128", "--nodes", "20",
                  "--task-hours", "6", "--batch", "16", "--startup-seconds", "90"])

@@ -283,6 +283,94 @@ static void test_million(void)
     unlink(p);
 }
 
+/* ---- io_manifest_scan: the rows, counts and verdicts io_manifest_read gives, in bounded memory ---- */
+typedef struct {
+    const io_manifest *m;
+    int64_t seen, mismatch, last_line;
+} scan_cmp;
+
+static int same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static int compare_row(void *ctx, int64_t index, int64_t line, const io_manifest_row *r)
+{
+    scan_cmp *c = ctx;
+    const io_manifest_row *q = index < c->m->n ? &c->m->rows[index] : NULL;
+    int same = q && index == c->seen && line > c->last_line && same_str(q->id_str, r->id_str) &&
+               same_str(q->path, r->path) && same_str(q->hdu, r->hdu) && same_str(q->note, r->note) &&
+               q->bad == r->bad && ((isnan(q->ra) && isnan(r->ra)) || q->ra == r->ra) &&
+               ((isnan(q->dec) && isnan(r->dec)) || q->dec == r->dec);
+    c->mismatch += !same;
+    c->seen++;
+    c->last_line = line;
+    return 0;
+}
+
+/* scan with the given run size and hash bits against read: same rows, or the same one-line error */
+static void scan_matches_read(const char *p, int64_t sort_rows, int hash_bits, const char *what)
+{
+    io_manifest m;
+    char e1[MC_ERR_LEN] = "", e2[MC_ERR_LEN] = "";
+    int r1 = io_manifest_read(p, &m, e1);
+    io_manifest_info info;
+    io_manifest_scan_opts o = {.unique = 1, .sort_rows = sort_rows, .hash_bits = hash_bits};
+    scan_cmp c = {.m = &m, .last_line = -1};
+    int r2 = io_manifest_scan(p, &o, r1 ? NULL : compare_row, &c, &info, e2);
+    CHECK(r1 == r2 && !strcmp(e1, e2), "%s (runs of %lld, %d hash bits): read %d '%s', scan %d '%s'", what,
+          (long long)sort_rows, hash_bits, r1, e1, r2, e2);
+    if (!r1 && !r2)
+        CHECK(c.seen == m.n && !c.mismatch && info.n == m.n && !strcmp(info.sha256, m.sha256) &&
+                  info.max_id_len == m.max_id_len && info.max_path_len == m.max_path_len &&
+                  !strcmp(info.path, m.path),
+              "%s: scan gave %lld rows (%lld differ), n %lld, sha %s; read %lld, %s", what, (long long)c.seen,
+              (long long)c.mismatch, (long long)info.n, info.sha256, (long long)m.n, m.sha256);
+    if (!r1) io_manifest_free(&m);
+}
+
+static void test_scan(void)
+{
+    scan_matches_read(WRITE("s_quoting.csv", "\xef\xbb\xbfid_str,file_loc,ra,dec,hdu\r\na,/d/a.fits,10.5,-3.25,\r\n"
+                                             "\"b,c\",\"rel \"\"q\"\".fits\",,,SCI\r\n\"c\nnl\",c.png, 1 , 2 ,2\r\n"),
+                      0, 0, "quoting, CRLF, BOM");
+    scan_matches_read(WRITE("s_bad.csv", "id,path,ra,dec\nx1,a.fits,1,2\n,b.fits,1,2\nx3,,1,2\nx4,c,abc,2\n"
+                                         "x5,c,1,95\nx6,c,1,\nx7,c,1,2,extra\n\xff\xfeid,c,1,2\n"),
+                      0, 0, "bad rows");
+    static const char dups[] = "id_str,file_loc\nq,f\na,f\nb,f\na,f\nb,f\na,f\nc,f\n";
+    const char *d = WRITE("s_dup.csv", dups);
+    const char *u = WRITE("s_unique.csv", "id_str,file_loc\nq,f\na,f\nb,f\nc,f\nd,f\ne,f\nf,f\ng,f\n,f\n,f\n");
+    for (int64_t runs = 0; runs <= 3; runs += 3)     /* one run in memory; runs of 3 rows on disk */
+        for (int bits = 0; bits <= 1; bits++) {     /* 64 bits; 1 bit: every id collides with half the others */
+            scan_matches_read(d, runs, bits, "duplicates");
+            scan_matches_read(u, runs, bits, "unique ids, empty ids ignored");
+        }
+    /* a larger manifest with duplicates planted at random, against read, over run sizes and hash widths */
+    unsigned seed = 12345;
+    for (int trial = 0; trial < 6; trial++) {
+        const char *p = path_of("s_random.csv");
+        FILE *f = fopen(p, "wb");
+        MC_ASSERT(f);
+        fprintf(f, "id_str,file_loc\n");
+        int n = 3000, planted = trial % 3; /* 0, 1 or 2 duplicates */
+        int at[2], of[2];
+        for (int k = 0; k < 2; k++) {
+            seed = seed * 1103515245u + 12345u;
+            at[k] = 1 + (int)(seed >> 8) % (n - 1);
+            seed = seed * 1103515245u + 12345u;
+            of[k] = (int)(seed >> 8) % at[k];
+        }
+        for (int i = 0; i < n; i++) {
+            int id = i;
+            for (int k = 0; k < planted; k++)
+                if (i == at[k]) id = of[k];
+            fprintf(f, "G%d,f.fits\n", id);
+        }
+        fclose(f);
+        scan_matches_read(p, 100, trial < 3 ? 0 : 6, "3000 rows, planted duplicates");
+    }
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -293,6 +381,7 @@ int main(void)
     test_whole_manifest_errors();
     test_bad_rows();
     test_folder();
+    test_scan();
     test_million();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

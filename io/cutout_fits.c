@@ -119,17 +119,54 @@ struct io_wcs {
     int swap; /* the WCS's first axis runs along the planes' rows, not their columns */
 };
 
+/* The first card of hdr (nkeys cards of 80 characters) holding a string value without its closing quote:
+ * its 1-based number, or 0. WCSLIB's header parser (wcspih, 7.12) copies such a value past its buffer
+ * (abort by _FORTIFY_SOURCE; found by fuzz_fits), so it never sees one. */
+static int unterminated_string_card(const char *hdr, int nkeys)
+{
+    for (int k = 0; k < nkeys; k++) {
+        const char *card = hdr + (size_t)k * 80;
+        if (card[8] != '=' || card[9] != ' ') continue;
+        int j = 10;
+        while (j < 80 && card[j] == ' ') j++;
+        if (j == 80 || card[j] != '\'') continue;
+        int closed = 0;
+        for (j++; j < 80 && !closed; j++) {
+            if (card[j] != '\'') continue;
+            if (j + 1 < 80 && card[j + 1] == '\'') j++; /* '' is a quote inside the string */
+            else closed = 1;
+        }
+        if (!closed) return k + 1;
+    }
+    return 0;
+}
+
 /* Centre of the image in world coordinates from the celestial axes of the primary (unlettered) WCS. ax_x
  * and ax_y are the 0-based FITS axes that became the planes' columns and rows; every other axis (the band
- * axis, degenerate axes) is evaluated at pixel 1. A missing or unusable WCS just leaves has_wcs = 0. */
-static void read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c)
+ * axis, degenerate axes) is evaluated at pixel 1. A missing or unusable WCS just leaves has_wcs = 0; a
+ * header WCSLIB cannot parse safely (a string value without its closing quote) is a corrupt_file row. */
+static int read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c, const char *path, char *err)
 {
     char *hdr = NULL;
     int nkeys = 0, st = 0;
     /* convert_hdr2str gives a tile-compressed image's header as the uncompressed image's. */
     if (fits_convert_hdr2str(f, 0, NULL, 0, &hdr, &nkeys, &st) || !hdr) {
         if (hdr) fits_free_memory(hdr, &st);
-        return;
+        return MC_ROW_OK;
+    }
+    int bad = unterminated_string_card(hdr, nkeys);
+    if (bad) {
+        char key[9];
+        int n = 0;
+        for (; n < 8 && hdr[(size_t)(bad - 1) * 80 + n] != ' '; n++) {
+            char ch = hdr[(size_t)(bad - 1) * 80 + n];
+            key[n] = ch >= 0x20 && ch <= 0x7e ? ch : '?';
+        }
+        key[n] = 0;
+        st = 0;
+        fits_free_memory(hdr, &st);
+        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: header card %d (%s): a string value without its "
+                              "closing quote", path, c->hdu, bad, key);
     }
     int nreject = 0, nwcs = 0;
     struct wcsprm *wcs = NULL;
@@ -176,6 +213,7 @@ static void read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c)
     if (wcs) wcsvfree(&nwcs, &wcs);
     st = 0;
     fits_free_memory(hdr, &st);
+    return MC_ROW_OK;
 }
 
 /* Image dimensions of the current HDU; *npix 0 when it holds no data. */
@@ -610,7 +648,7 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
             fits_movabs_hdu(f, hdunum, &t, &st);
         }
     }
-    read_wcs_centre(f, keep[0], keep[1], c);
+    rc = read_wcs_centre(f, keep[0], keep[1], c, path, err);
 done:
     s2 = 0;
     fits_close_file(f, &s2);

@@ -5,7 +5,8 @@ fits/tile_claims_3gb_beyond_heap.fits.fz: a tile descriptor claiming 3 GB past t
 3 GB; fits/truncated_heap_decoded_anyway.fits.fz: a file cut inside its heap, whose unread tiles CFITSIO decoded
 anyway and crashed; fits/blocksize_zero_sigfpe.fits.fz: BLOCKSIZE = 0, which CFITSIO divides by (SIGFPE) on
 entering the HDU; fits/zval_text_fortify_abort.fits.fz: a ZVAL2 that is an unterminated string, on which CFITSIO's
-error message overflows (abort); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
+error message overflows (abort); fits/ctype_unterminated_wcslib_abort.fits: a CTYPE1 string without its closing
+quote, which WCSLIB's header parser (wcspih) copied past its buffer (abort); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
 import os
 
 import mctest
@@ -17,6 +18,8 @@ expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2
           "fits/truncated_heap_decoded_anyway.fits.fz": ("corrupt_file", "tile 1 of 3"),
           "fits/blocksize_zero_sigfpe.fits.fz": ("corrupt_file", "BLOCKSIZE = 0"),
           "fits/zval_text_fortify_abort.fits.fz": ("corrupt_file", "ZVAL2", "'BLOCKSIZE", "is not a number"),
+          "fits/ctype_unterminated_wcslib_abort.fits": ("corrupt_file", "header card 15 (CTYPE1)",
+                                                        "without its closing quote"),
           "config/num_classes_huge.json": ("num_classes", "out of range")}
 for kind in sorted(os.listdir(reg)):
     for name in sorted(os.listdir(os.path.join(reg, kind))):

@@ -455,10 +455,28 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
     return bad;
 }
 
-/* CFITSIO 4.2 divides by a tile-compressed header's BLOCKSIZE and ZTILEn as it enters the HDU (in
+/* CFITSIO 4.2 divides by a tile-compressed header's RICE_1 block size and ZTILEn as it enters the HDU (in
  * imcomp_calc_max_elem), so a 0 there kills the process with SIGFPE before any check of ours can run (found by
- * fuzz_fits). A plain FITS file's header cards are scanned for those first, byte by byte as they are stored:
- * 1 and why when one is <= 0. Gzipped files are not scanned (CFITSIO inflates them itself). */
+ * fuzz_fits). For RICE_1 CFITSIO takes ZVAL1 as the block size whatever ZNAME1 says, and reads these integers
+ * as it reads numbers: "1E-3" and "0   32" are 0. A plain FITS file's header cards are scanned for those first,
+ * byte by byte as they are stored: 1 and why when one would be read as <= 0. Gzipped files are not scanned
+ * (CFITSIO inflates them itself). */
+/* The first token of a header value (v: after the blanks), printable, for a message. */
+static const char *value_token(const char *v, char *out, size_t n)
+{
+    size_t i = 0;
+    for (; v[i] && v[i] != ' ' && v[i] != '/' && i + 1 < n; i++)
+        out[i] = (unsigned char)v[i] >= 0x20 && (unsigned char)v[i] <= 0x7e ? v[i] : '?';
+    out[i] = 0;
+    return out;
+}
+
+/* Whether CFITSIO would read this integer value (v: after the blanks) as >= 1: it reads "1E-3" as 0. */
+static int at_least_one(const char *v)
+{
+    return strtod(v, NULL) >= 1; /* NaN fails too */
+}
+
 static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t len)
 {
     if (size <= 0 || size > ((int64_t)256 << 20)) return 0;
@@ -467,9 +485,21 @@ static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t l
     char *b = mc_malloc((size_t)size);
     size_t n = fread(b, 1, (size_t)size, fp);
     fclose(fp);
-    int bad = 0, block_n = -1;
-    for (size_t at = 0; at + 80 <= n && !bad; at += 80) {
+    int bad = 0, block_n = -1, rice = 0;
+    char zval1[72] = "", tok[24]; /* this HDU's ZVAL1 value, "" when it has none */
+    for (size_t at = 0; at <= n && !bad; at += 80) {
         const char *c = b + at;
+        int last = at + 80 > n;
+        if (last || !strncmp(c, "END     ", 8)) { /* a header is complete (or the file ends) */
+            if (rice && zval1[0] && !at_least_one(zval1)) {
+                snprintf(why, len, "RICE_1 block size ZVAL1 = %s", value_token(zval1, tok, sizeof tok));
+                bad = 1;
+            }
+            block_n = -1;
+            rice = 0;
+            zval1[0] = 0;
+            continue;
+        }
         char key[9], val[72];
         memcpy(key, c, 8);
         key[8] = 0;
@@ -477,13 +507,13 @@ static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t l
         memcpy(val, c + 10, 70);
         val[70] = 0;
         int k = 0;
+        const char *v = val;
+        while (*v == ' ') v++;
         /* CFITSIO reads these as integers, and a value that is not one (an unterminated string, text) sends
          * its error message through an overflowing strncat (ffc2j: abort by _FORTIFY_SOURCE; found by
          * fuzz_fits) */
         if (!strncmp(key, "ZVAL", 4) || !strncmp(key, "ZTILE", 5) || !strncmp(key, "ZNAXIS", 6) ||
             !strncmp(key, "ZBITPIX ", 8) || !strncmp(key, "ZDITHER0", 8)) {
-            const char *v = val;
-            while (*v == ' ') v++;
             if (!strchr("0123456789+-.", *v) || !*v) {
                 char shown[24];
                 snprintf(shown, sizeof shown, "%s", v);
@@ -494,15 +524,15 @@ static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t l
                 continue;
             }
         }
+        if (!strncmp(key, "ZCMPTYPE", 8) && !strncasecmp(v, "'RICE", 5)) rice = 1;
+        if (!strncmp(key, "ZVAL1   ", 8)) snprintf(zval1, sizeof zval1, "%s", v);
         if (sscanf(key, "ZNAME%d", &k) == 1 && strstr(val, "'BLOCKSIZE")) block_n = k;
-        else if (sscanf(key, "ZVAL%d", &k) == 1 && k == block_n && atol(val) <= 0) {
-            snprintf(why, len, "BLOCKSIZE = %ld", atol(val));
+        else if (sscanf(key, "ZVAL%d", &k) == 1 && k == block_n && !at_least_one(v)) {
+            snprintf(why, len, "BLOCKSIZE = %s", value_token(v, tok, sizeof tok));
             bad = 1;
-        } else if (sscanf(key, "ZTILE%d", &k) == 1 && atol(val) <= 0) {
-            snprintf(why, len, "ZTILE%d = %ld", k, atol(val));
+        } else if (sscanf(key, "ZTILE%d", &k) == 1 && !at_least_one(v)) {
+            snprintf(why, len, "ZTILE%d = %s", k, value_token(v, tok, sizeof tok));
             bad = 1;
-        } else if (!strncmp(key, "END     ", 8)) {
-            block_n = -1;
         }
     }
     free(b);

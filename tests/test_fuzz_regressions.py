@@ -6,7 +6,9 @@ fits/tile_claims_3gb_beyond_heap.fits.fz: a tile descriptor claiming 3 GB past t
 anyway and crashed; fits/blocksize_zero_sigfpe.fits.fz: BLOCKSIZE = 0, which CFITSIO divides by (SIGFPE) on
 entering the HDU; fits/zval_text_fortify_abort.fits.fz: a ZVAL2 that is an unterminated string, on which CFITSIO's
 error message overflows (abort); fits/ctype_unterminated_wcslib_abort.fits: a CTYPE1 string without its closing
-quote, which WCSLIB's header parser (wcspih) copied past its buffer (abort); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
+quote, which WCSLIB's header parser (wcspih) copied past its buffer (abort);
+fits/rice_zval1_zero_named_otherwise.fits.fz: a RICE_1 header whose ZVAL1 reads as 0 while ZNAME1 is not BLOCKSIZE
+(CFITSIO takes ZVAL1 as the block size regardless, and divides by it: SIGFPE); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
 import os
 
 import mctest
@@ -20,6 +22,7 @@ expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2
           "fits/zval_text_fortify_abort.fits.fz": ("corrupt_file", "ZVAL2", "'BLOCKSIZE", "is not a number"),
           "fits/ctype_unterminated_wcslib_abort.fits": ("corrupt_file", "header card 15 (CTYPE1)",
                                                         "without its closing quote"),
+          "fits/rice_zval1_zero_named_otherwise.fits.fz": ("corrupt_file", "RICE_1 block size ZVAL1 = 0"),
           "config/num_classes_huge.json": ("num_classes", "out of range")}
 for kind in sorted(os.listdir(reg)):
     for name in sorted(os.listdir(os.path.join(reg, kind))):

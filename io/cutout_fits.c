@@ -455,8 +455,8 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
     return bad;
 }
 
-/* CFITSIO 4.2 divides by a tile-compressed header's RICE_1 block size and ZTILEn as it enters the HDU (in
- * imcomp_calc_max_elem), so a 0 there kills the process with SIGFPE before any check of ours can run (found by
+/* CFITSIO 4.2 divides by a tile-compressed header's RICE_1 block size, ZTILEn and ZNAXISn (the default
+ * ZTILE1) as it enters the HDU (imcomp_get_compressed_image_par, imcomp_calc_max_elem), so a 0 there kills the process with SIGFPE before any check of ours can run (found by
  * fuzz_fits). For RICE_1 CFITSIO takes ZVAL1 as the block size whatever ZNAME1 says, and reads these integers
  * as it reads numbers: "1E-3" and "0   32" are 0. A plain FITS file's header cards are scanned for those first,
  * byte by byte as they are stored: 1 and why when one would be read as <= 0. Gzipped files are not scanned
@@ -532,6 +532,9 @@ static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t l
             bad = 1;
         } else if (sscanf(key, "ZTILE%d", &k) == 1 && !at_least_one(v)) {
             snprintf(why, len, "ZTILE%d = %s", k, value_token(v, tok, sizeof tok));
+            bad = 1;
+        } else if (sscanf(key, "ZNAXIS%d", &k) == 1 && !at_least_one(v)) { /* the default ZTILE1 */
+            snprintf(why, len, "ZNAXIS%d = %s", k, value_token(v, tok, sizeof tok));
             bad = 1;
         }
     }

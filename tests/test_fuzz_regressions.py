@@ -8,7 +8,9 @@ entering the HDU; fits/zval_text_fortify_abort.fits.fz: a ZVAL2 that is an unter
 error message overflows (abort); fits/ctype_unterminated_wcslib_abort.fits: a CTYPE1 string without its closing
 quote, which WCSLIB's header parser (wcspih) copied past its buffer (abort);
 fits/rice_zval1_zero_named_otherwise.fits.fz: a RICE_1 header whose ZVAL1 reads as 0 while ZNAME1 is not BLOCKSIZE
-(CFITSIO takes ZVAL1 as the block size regardless, and divides by it: SIGFPE); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
+(CFITSIO takes ZVAL1 as the block size regardless, and divides by it: SIGFPE);
+fits/znaxis1_zero_default_tile_sigfpe.fits.fz: ZNAXIS1 = 0 and no ZTILE1 (CFITSIO's default tile is ZNAXIS1, and it
+divides by the tile: SIGFPE); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
 import os
 
 import mctest
@@ -23,6 +25,7 @@ expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2
           "fits/ctype_unterminated_wcslib_abort.fits": ("corrupt_file", "header card 15 (CTYPE1)",
                                                         "without its closing quote"),
           "fits/rice_zval1_zero_named_otherwise.fits.fz": ("corrupt_file", "RICE_1 block size ZVAL1 = 0"),
+          "fits/znaxis1_zero_default_tile_sigfpe.fits.fz": ("corrupt_file", "ZNAXIS1 = 0"),
           "config/num_classes_huge.json": ("num_classes", "out of range")}
 for kind in sorted(os.listdir(reg)):
     for name in sorted(os.listdir(os.path.join(reg, kind))):

@@ -126,8 +126,8 @@ static int unterminated_string_card(const char *hdr, int nkeys)
 {
     for (int k = 0; k < nkeys; k++) {
         const char *card = hdr + (size_t)k * 80;
-        if (card[8] != '=' || card[9] != ' ') continue;
-        int j = 10;
+        if (card[8] != '=') continue;
+        int j = 9;
         while (j < 80 && card[j] == ' ') j++;
         if (j == 80 || card[j] != '\'') continue;
         int closed = 0;
@@ -503,9 +503,10 @@ static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t l
         char key[9], val[72];
         memcpy(key, c, 8);
         key[8] = 0;
-        if (c[8] != '=' || c[9] != ' ') continue;
-        memcpy(val, c + 10, 70);
-        val[70] = 0;
+        /* CFITSIO takes any '=' in column 9 as a value indicator, "=(" too: so does this scan (fuzz_fits) */
+        if (c[8] != '=') continue;
+        memcpy(val, c + 9, 71);
+        val[71] = 0;
         int k = 0;
         const char *v = val;
         while (*v == ' ') v++;

@@ -10,7 +10,8 @@ quote, which WCSLIB's header parser (wcspih) copied past its buffer (abort);
 fits/rice_zval1_zero_named_otherwise.fits.fz: a RICE_1 header whose ZVAL1 reads as 0 while ZNAME1 is not BLOCKSIZE
 (CFITSIO takes ZVAL1 as the block size regardless, and divides by it: SIGFPE);
 fits/znaxis1_zero_default_tile_sigfpe.fits.fz: ZNAXIS1 = 0 and no ZTILE1 (CFITSIO's default tile is ZNAXIS1, and it
-divides by the tile: SIGFPE); manifest/long_header_names_overrun.csv: a header without an id column whose names
+divides by the tile: SIGFPE); fits/zval_paren_indicator_fortify_abort.fits.fz: a ZVAL2 card with '=(' for '= ', which CFITSIO reads as a value
+(and overflows on, as for text) but the first scan skipped; manifest/long_header_names_overrun.csv: a header without an id column whose names
 overran the message's buffer (an out-of-bounds index found by UBSan); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
 import os
 
@@ -28,6 +29,7 @@ expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2
           "fits/rice_zval1_zero_named_otherwise.fits.fz": ("corrupt_file", "RICE_1 block size ZVAL1 = 0"),
           "fits/znaxis1_zero_default_tile_sigfpe.fits.fz": ("corrupt_file", "ZNAXIS1 = 0"),
           "manifest/long_header_names_overrun.csv": ("line 1: no id_str column", "id-abs", ", ..."),
+          "fits/zval_paren_indicator_fortify_abort.fits.fz": ("corrupt_file", "ZVAL2", "is not a number"),
           "config/num_classes_huge.json": ("num_classes", "out of range")}
 for kind in sorted(os.listdir(reg)):
     for name in sorted(os.listdir(os.path.join(reg, kind))):

@@ -525,6 +525,16 @@ static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t l
                 continue;
             }
         }
+        /* CFITSIO copies a table column's name, format, unit and display format into 70-byte buffers as it
+         * enters the HDU (ffgtbp); one that is not a quoted string may be longer (strcpy overflow: abort, found by
+         * fuzz_fits) */
+        if ((!strncmp(key, "TTYPE", 5) || !strncmp(key, "TFORM", 5) || !strncmp(key, "TUNIT", 5) ||
+             !strncmp(key, "TDISP", 5)) &&
+            key[5] >= '0' && key[5] <= '9' && *v != '\'') {
+            snprintf(why, len, "%.8s is not a quoted string", key);
+            bad = 1;
+            continue;
+        }
         if (!strncmp(key, "ZCMPTYPE", 8) && !strncasecmp(v, "'RICE", 5)) rice = 1;
         if (!strncmp(key, "ZVAL1   ", 8)) snprintf(zval1, sizeof zval1, "%s", v);
         if (sscanf(key, "ZNAME%d", &k) == 1 && strstr(val, "'BLOCKSIZE")) block_n = k;

@@ -11,7 +11,8 @@ fits/rice_zval1_zero_named_otherwise.fits.fz: a RICE_1 header whose ZVAL1 reads 
 (CFITSIO takes ZVAL1 as the block size regardless, and divides by it: SIGFPE);
 fits/znaxis1_zero_default_tile_sigfpe.fits.fz: ZNAXIS1 = 0 and no ZTILE1 (CFITSIO's default tile is ZNAXIS1, and it
 divides by the tile: SIGFPE); fits/zval_paren_indicator_fortify_abort.fits.fz: a ZVAL2 card with '=(' for '= ', which CFITSIO reads as a value
-(and overflows on, as for text) but the first scan skipped; manifest/long_header_names_overrun.csv: a header without an id column whose names
+(and overflows on, as for text) but the first scan skipped; fits/ttype_unquoted_long_fortify_abort.fits.fz: a TTYPE2 whose value is 71 bytes and no quoted string, which
+CFITSIO's table header parser (ffgtbp) copied past its buffer (abort); manifest/long_header_names_overrun.csv: a header without an id column whose names
 overran the message's buffer (an out-of-bounds index found by UBSan); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
 import os
 
@@ -30,6 +31,7 @@ expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2
           "fits/znaxis1_zero_default_tile_sigfpe.fits.fz": ("corrupt_file", "ZNAXIS1 = 0"),
           "manifest/long_header_names_overrun.csv": ("line 1: no id_str column", "id-abs", ", ..."),
           "fits/zval_paren_indicator_fortify_abort.fits.fz": ("corrupt_file", "ZVAL2", "is not a number"),
+          "fits/ttype_unquoted_long_fortify_abort.fits.fz": ("corrupt_file", "TTYPE2", "not a quoted string"),
           "config/num_classes_huge.json": ("num_classes", "out of range")}
 for kind in sorted(os.listdir(reg)):
     for name in sorted(os.listdir(os.path.join(reg, kind))):

@@ -101,7 +101,7 @@ fuzz-build:
 build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h build-fuzz/libmorphcat.a
 	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libmorphcat.a $(LDLIBS)
 
-fuzz: deps
+fuzz: deps $(BIN)
 	$(MAKE) fuzz-build
 	sh fuzz/run.sh $(FUZZ_SECONDS)
 

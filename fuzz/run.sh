@@ -2,7 +2,8 @@
 # fuzz/run.sh SECONDS [NAME...]: runs each libFuzzer harness (build-fuzz/fuzz_NAME, made by `make fuzz-build`) for
 # SECONDS, seeded from fuzz/make_seeds.py and the committed regression inputs in fuzz/regress/NAME/ (if any), in a
 # scratch folder it removes afterwards. Prints one line per harness (runs, coverage, corpus) and fails on any crash,
-# leaving the crashing input in the scratch folder it names. Run from the repository root.
+# leaving the crashing input in the scratch folder it names. FUZZ_LOGDIR=DIR keeps a copy of each libFuzzer log there.
+# Run from the repository root.
 cd "$(dirname "$0")/.." || exit 1
 secs=${1:-600}
 shift 2>/dev/null
@@ -25,13 +26,15 @@ for n in $names; do
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/log-$n" | grep -o '[0-9]*$')
     cov=$(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE)' "$work/log-$n" | tail -1 | grep -o 'cov: [0-9]*' | grep -o '[0-9]*')
     ft=$(grep -E '^#[0-9]+' "$work/log-$n" | tail -1 | grep -o 'ft: [0-9]*' | grep -o '[0-9]*')
+    eps=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$work/log-$n" | grep -o '[0-9]*$')
     corp=$(ls "$work/corpus-$n" | wc -l)
+    [ -n "$FUZZ_LOGDIR" ] && mkdir -p "$FUZZ_LOGDIR" && cp "$work/log-$n" "$FUZZ_LOGDIR/"
     if [ $rc -ne 0 ] || ls "$work"/crash-"$n"-* >/dev/null 2>&1; then
         echo "FAIL fuzz_$n: exit $rc after ${runs:-?} runs; input(s): $(ls "$work"/crash-"$n"-* 2>/dev/null | tr '\n' ' ')"
         grep -E 'ERROR|SUMMARY|#[0-9] 0x' "$work/log-$n" | head -15
         fail=1
     else
-        echo "ok   fuzz_$n: up to ${secs} s, ${runs:-?} runs, coverage ${cov:-?} edges, ${ft:-?} features, corpus $corp"
+        echo "ok   fuzz_$n: up to ${secs} s, ${runs:-?} runs (${eps:-?}/s), coverage ${cov:-?} edges, ${ft:-?} features, corpus $corp"
     fi
 done
 [ $fail -eq 0 ] && rm -rf "$work"

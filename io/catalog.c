@@ -48,6 +48,7 @@ struct io_catalog {
     int n_answers, embed_dim, embed_half, pca_dim, clump_max;
     int fd;         /* POSIX descriptor for fsync */
     int complete;   /* reopened catalogue already marked complete */
+    int write_errno; /* errno just after the last failed H5Dwrite (0: none, or HDF5 kept none) */
     uint16_t *half; /* conversion buffer for float16 embeddings */
     size_t half_cap;
 };
@@ -168,10 +169,41 @@ static int write_slab3(io_catalog *c, int which, hid_t mtype, int64_t row0, int6
     int rank = cols > 0 ? (depth > 0 ? 3 : 2) : 1;
     H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     hid_t ms = H5Screate_simple(rank, count, NULL);
+    errno = 0;
     herr_t e = H5Dwrite(c->ds[which], mtype, ms, fs, c->dxpl, buf);
+    if (e < 0) c->write_errno = errno;
     H5Sclose(ms);
     H5Sclose(fs);
     return e < 0 ? -1 : 0;
+}
+
+/* HDF5 1.10 crashes at exit (closing again a file whose H5Fclose failed half-way, HDFFV-11052); a process
+ * that had to leave a catalogue unclosed must end without HDF5's clean-up: see io_catalog_abandoned. */
+static int abandoned_g;
+
+int io_catalog_abandoned(void)
+{
+    return abandoned_g;
+}
+
+/* The file system's own verdict on the catalogue now: fsync on its descriptor answers EROFS once the file
+ * system went read-only (an ext4 error, an NFS export switched), even when nothing is dirty. 0: none. */
+static int fs_refuses(const io_catalog *c)
+{
+    return c->fd >= 0 && fsync(c->fd) != 0 && errno != EINVAL ? errno : 0;
+}
+
+/* Why a write failed, as a suffix for the message: the file system's verdict first, else the errno the
+ * failed write left (when it is one a write gives: HDF5's error stack does not keep it). */
+static const char *write_cause(const io_catalog *c, char *buf, size_t len)
+{
+    int e = fs_refuses(c);
+    if (!e) e = c->write_errno;
+    if (e == EROFS) snprintf(buf, len, ": the file system became read-only (%s)", strerror(e));
+    else if (e == ENOSPC || e == EDQUOT) snprintf(buf, len, ": disk full (%s)", strerror(e));
+    else if (e == EIO || e == EFBIG) snprintf(buf, len, ": file system error (%s)", strerror(e));
+    else snprintf(buf, len, " (disk full or file system error?)");
+    return buf;
 }
 
 static int write_slab(io_catalog *c, int which, hid_t mtype, int64_t row0, int64_t n, int cols, const void *buf)
@@ -478,15 +510,16 @@ int io_catalog_is_complete(const io_catalog *c)
 int io_catalog_write(io_catalog *c, const io_catalog_rows *r, char *err)
 {
     int rc = 0;
-    if (r->ra) rc |= write_slab(c, DS_RA, H5T_NATIVE_DOUBLE, r->row0, r->n, 0, r->ra);
-    if (r->dec) rc |= write_slab(c, DS_DEC, H5T_NATIVE_DOUBLE, r->row0, r->n, 0, r->dec);
-    if (r->radec_source) rc |= write_slab(c, DS_RADEC_SRC, H5T_NATIVE_UINT8, r->row0, r->n, 0, r->radec_source);
-    if (r->message) rc |= write_slab(c, DS_MESSAGE, c->t_msg, r->row0, r->n, 0, r->message);
-    if (r->file_checksum) rc |= write_slab(c, DS_SHA, c->t_sha, r->row0, r->n, 0, r->file_checksum);
+    c->write_errno = 0;
+    if (!rc && r->ra) rc = write_slab(c, DS_RA, H5T_NATIVE_DOUBLE, r->row0, r->n, 0, r->ra);
+    if (!rc && r->dec) rc = write_slab(c, DS_DEC, H5T_NATIVE_DOUBLE, r->row0, r->n, 0, r->dec);
+    if (!rc && r->radec_source) rc = write_slab(c, DS_RADEC_SRC, H5T_NATIVE_UINT8, r->row0, r->n, 0, r->radec_source);
+    if (!rc && r->message) rc = write_slab(c, DS_MESSAGE, c->t_msg, r->row0, r->n, 0, r->message);
+    if (!rc && r->file_checksum) rc = write_slab(c, DS_SHA, c->t_sha, r->row0, r->n, 0, r->file_checksum);
     if (c->n_answers > 0) {
         const float *m[5] = {r->conc, r->frac, r->lo90, r->hi90, r->asked};
         for (int i = 0; i < 5; i++)
-            if (m[i]) rc |= write_slab(c, DS_CONC + i, H5T_NATIVE_FLOAT, r->row0, r->n, c->n_answers, m[i]);
+            if (!rc && m[i]) rc = write_slab(c, DS_CONC + i, H5T_NATIVE_FLOAT, r->row0, r->n, c->n_answers, m[i]);
     }
     if (c->embed_dim > 0 && r->embed) {
         if (c->embed_half) {
@@ -499,25 +532,28 @@ int io_catalog_write(io_catalog *c, const io_catalog_rows *r, char *err)
                 _Float16 h = (_Float16)r->embed[i];
                 memcpy(&c->half[i], &h, 2);
             }
-            rc |= write_slab(c, DS_EMBED, c->t_half, r->row0, r->n, c->embed_dim, c->half);
+            if (!rc) rc = write_slab(c, DS_EMBED, c->t_half, r->row0, r->n, c->embed_dim, c->half);
         } else {
-            rc |= write_slab(c, DS_EMBED, H5T_NATIVE_FLOAT, r->row0, r->n, c->embed_dim, r->embed);
+            if (!rc) rc = write_slab(c, DS_EMBED, H5T_NATIVE_FLOAT, r->row0, r->n, c->embed_dim, r->embed);
         }
     }
-    if (c->pca_dim > 0 && r->pca) rc |= write_slab(c, DS_PCA, H5T_NATIVE_FLOAT, r->row0, r->n, c->pca_dim, r->pca);
+    if (!rc && c->pca_dim > 0 && r->pca)
+        rc = write_slab(c, DS_PCA, H5T_NATIVE_FLOAT, r->row0, r->n, c->pca_dim, r->pca);
     if (c->clump_max > 0 && r->clump_count) {
         const int K = c->clump_max;
-        rc |= write_slab(c, DS_CL_COUNT, H5T_NATIVE_UINT16, r->row0, r->n, 0, r->clump_count);
-        rc |= write_slab(c, DS_CL_STATUS, H5T_NATIVE_UINT8, r->row0, r->n, 0, r->clump_status);
-        rc |= write_slab(c, DS_CL_LABEL, H5T_NATIVE_UINT8, r->row0, r->n, K, r->clump_label);
-        rc |= write_slab(c, DS_CL_SCORE, H5T_NATIVE_FLOAT, r->row0, r->n, K, r->clump_score);
-        rc |= write_slab3(c, DS_CL_BOX, H5T_NATIVE_FLOAT, r->row0, r->n, K, 4, r->clump_box);
-        rc |= write_slab(c, DS_CL_RA, H5T_NATIVE_DOUBLE, r->row0, r->n, K, r->clump_ra);
-        rc |= write_slab(c, DS_CL_DEC, H5T_NATIVE_DOUBLE, r->row0, r->n, K, r->clump_dec);
+        if (!rc) rc = write_slab(c, DS_CL_COUNT, H5T_NATIVE_UINT16, r->row0, r->n, 0, r->clump_count);
+        if (!rc) rc = write_slab(c, DS_CL_STATUS, H5T_NATIVE_UINT8, r->row0, r->n, 0, r->clump_status);
+        if (!rc) rc = write_slab(c, DS_CL_LABEL, H5T_NATIVE_UINT8, r->row0, r->n, K, r->clump_label);
+        if (!rc) rc = write_slab(c, DS_CL_SCORE, H5T_NATIVE_FLOAT, r->row0, r->n, K, r->clump_score);
+        if (!rc) rc = write_slab3(c, DS_CL_BOX, H5T_NATIVE_FLOAT, r->row0, r->n, K, 4, r->clump_box);
+        if (!rc) rc = write_slab(c, DS_CL_RA, H5T_NATIVE_DOUBLE, r->row0, r->n, K, r->clump_ra);
+        if (!rc) rc = write_slab(c, DS_CL_DEC, H5T_NATIVE_DOUBLE, r->row0, r->n, K, r->clump_dec);
     }
-    if (rc)
-        return mc_fail(err, "%s: writing rows %lld-%lld failed (disk full or file system error?)", c->path,
-                       (long long)r->row0, (long long)(r->row0 + r->n - 1));
+    if (rc) {
+        char why[200];
+        return mc_fail(err, "%s: writing rows %lld-%lld failed%s", c->path, (long long)r->row0,
+                       (long long)(r->row0 + r->n - 1), write_cause(c, why, sizeof why));
+    }
     return 0;
 }
 
@@ -530,9 +566,11 @@ int io_catalog_sync(io_catalog *c, char *err)
 
 int io_catalog_write_status(io_catalog *c, int64_t row0, int n, const uint8_t *status, char *err)
 {
+    char why[200];
+    c->write_errno = 0;
     if (write_slab(c, DS_STATUS, H5T_NATIVE_UINT8, row0, n, 0, status))
-        return mc_fail(err, "%s: writing the status of rows %lld-%lld failed", c->path, (long long)row0,
-                       (long long)(row0 + n - 1));
+        return mc_fail(err, "%s: writing the status of rows %lld-%lld failed%s", c->path, (long long)row0,
+                       (long long)(row0 + n - 1), write_cause(c, why, sizeof why));
     return 0;
 }
 
@@ -546,15 +584,30 @@ int io_catalog_read_status(io_catalog *c, uint8_t *status, char *err)
 
 int io_catalog_close(io_catalog *c, char *err)
 {
-    /* nothing is written here: metadata never changes after creation, so a job killed while closing
-     * leaves a file as sound as one killed while computing */
-    int rc = 0;
+    /* metadata never changes after creation (HDF5 only rewrites the same superblock when a file opened for
+     * writing closes), so a job killed while closing leaves a file as sound as one killed while computing.
+     * On a file system gone read-only that rewrite fails, and HDF5 1.10 then crashes at exit: such a file is
+     * left unclosed, exactly as a killed job leaves it, on every rank alike (H5Fclose is collective). */
+    int rc = 0, refuses = !c->complete && fs_refuses(c) == EROFS, any = 0;
+    MPI_Allreduce(&refuses, &any, 1, MPI_INT, MPI_MAX, c->comm);
+    if (any) {
+        abandoned_g = 1;
+        rc = mc_fail(err, "%s: the file system is read-only: the catalogue is left as a stopped job leaves it",
+                     c->path);
+        for (int i = 0; i < DS_COUNT; i++) c->ds[i] = 0;
+        c->file = 0;
+        cat_free(c);
+        return rc;
+    }
     for (int i = 0; i < DS_COUNT; i++)
         if (c->ds[i] > 0) {
             H5Dclose(c->ds[i]);
             c->ds[i] = 0;
         }
-    if (H5Fclose(c->file) < 0) rc = mc_fail(err, "%s: closing the catalogue failed", c->path);
+    if (H5Fclose(c->file) < 0) {
+        abandoned_g = 1;
+        rc = mc_fail(err, "%s: closing the catalogue failed", c->path);
+    }
     c->file = 0;
     if (c->fd >= 0) fsync(c->fd);
     cat_free(c);

@@ -87,8 +87,12 @@ int io_catalog_write_status(io_catalog *c, int64_t row0, int n, const uint8_t *s
 /* Independent: the whole status column, n_rows bytes. */
 int io_catalog_read_status(io_catalog *c, uint8_t *status, char *err);
 
-/* Collective. Close; writes nothing (metadata never changes after creation). */
+/* Collective. Close; writes nothing new (metadata never changes after creation). On a file system gone
+ * read-only the file is left unclosed (as a killed job leaves it) and -1 returned, as when closing fails. */
 int io_catalog_close(io_catalog *c, char *err);
+/* 1 once a catalogue of this process was left unclosed or failed to close: HDF5 1.10 would then crash in its
+ * clean-up at exit (MPI_Finalize), so the process must end with _exit after flushing its output. */
+int io_catalog_abandoned(void);
 /* For a reopened catalogue: does it have no pending row? Such a catalogue is open read-only (rerunning a
  * finished job must not touch the file): only io_catalog_close may follow. */
 int io_catalog_is_complete(const io_catalog *c);

@@ -119,17 +119,54 @@ struct io_wcs {
     int swap; /* the WCS's first axis runs along the planes' rows, not their columns */
 };
 
+/* The first card of hdr (nkeys cards of 80 characters) holding a string value without its closing quote:
+ * its 1-based number, or 0. WCSLIB's header parser (wcspih, 7.12) copies such a value past its buffer
+ * (abort by _FORTIFY_SOURCE; found by fuzz_fits), so it never sees one. */
+static int unterminated_string_card(const char *hdr, int nkeys)
+{
+    for (int k = 0; k < nkeys; k++) {
+        const char *card = hdr + (size_t)k * 80;
+        if (card[8] != '=') continue;
+        int j = 9;
+        while (j < 80 && card[j] == ' ') j++;
+        if (j == 80 || card[j] != '\'') continue;
+        int closed = 0;
+        for (j++; j < 80 && !closed; j++) {
+            if (card[j] != '\'') continue;
+            if (j + 1 < 80 && card[j + 1] == '\'') j++; /* '' is a quote inside the string */
+            else closed = 1;
+        }
+        if (!closed) return k + 1;
+    }
+    return 0;
+}
+
 /* Centre of the image in world coordinates from the celestial axes of the primary (unlettered) WCS. ax_x
  * and ax_y are the 0-based FITS axes that became the planes' columns and rows; every other axis (the band
- * axis, degenerate axes) is evaluated at pixel 1. A missing or unusable WCS just leaves has_wcs = 0. */
-static void read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c)
+ * axis, degenerate axes) is evaluated at pixel 1. A missing or unusable WCS just leaves has_wcs = 0; a
+ * header WCSLIB cannot parse safely (a string value without its closing quote) is a corrupt_file row. */
+static int read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c, const char *path, char *err)
 {
     char *hdr = NULL;
     int nkeys = 0, st = 0;
     /* convert_hdr2str gives a tile-compressed image's header as the uncompressed image's. */
     if (fits_convert_hdr2str(f, 0, NULL, 0, &hdr, &nkeys, &st) || !hdr) {
         if (hdr) fits_free_memory(hdr, &st);
-        return;
+        return MC_ROW_OK;
+    }
+    int bad = unterminated_string_card(hdr, nkeys);
+    if (bad) {
+        char key[9];
+        int n = 0;
+        for (; n < 8 && hdr[(size_t)(bad - 1) * 80 + n] != ' '; n++) {
+            char ch = hdr[(size_t)(bad - 1) * 80 + n];
+            key[n] = ch >= 0x20 && ch <= 0x7e ? ch : '?';
+        }
+        key[n] = 0;
+        st = 0;
+        fits_free_memory(hdr, &st);
+        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: header card %d (%s): a string value without its "
+                              "closing quote", path, c->hdu, bad, key);
     }
     int nreject = 0, nwcs = 0;
     struct wcsprm *wcs = NULL;
@@ -176,6 +213,7 @@ static void read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c)
     if (wcs) wcsvfree(&nwcs, &wcs);
     st = 0;
     fits_free_memory(hdr, &st);
+    return MC_ROW_OK;
 }
 
 /* Image dimensions of the current HDU; *npix 0 when it holds no data. */
@@ -417,10 +455,28 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
     return bad;
 }
 
-/* CFITSIO 4.2 divides by a tile-compressed header's BLOCKSIZE and ZTILEn as it enters the HDU (in
- * imcomp_calc_max_elem), so a 0 there kills the process with SIGFPE before any check of ours can run (found by
- * fuzz_fits). A plain FITS file's header cards are scanned for those first, byte by byte as they are stored:
- * 1 and why when one is <= 0. Gzipped files are not scanned (CFITSIO inflates them itself). */
+/* CFITSIO 4.2 divides by a tile-compressed header's RICE_1 block size, ZTILEn and ZNAXISn (the default
+ * ZTILE1) as it enters the HDU (imcomp_get_compressed_image_par, imcomp_calc_max_elem), so a 0 there kills the process with SIGFPE before any check of ours can run (found by
+ * fuzz_fits). For RICE_1 CFITSIO takes ZVAL1 as the block size whatever ZNAME1 says, and reads these integers
+ * as it reads numbers: "1E-3" and "0   32" are 0. A plain FITS file's header cards are scanned for those first,
+ * byte by byte as they are stored: 1 and why when one would be read as <= 0. Gzipped files are not scanned
+ * (CFITSIO inflates them itself). */
+/* The first token of a header value (v: after the blanks), printable, for a message. */
+static const char *value_token(const char *v, char *out, size_t n)
+{
+    size_t i = 0;
+    for (; v[i] && v[i] != ' ' && v[i] != '/' && i + 1 < n; i++)
+        out[i] = (unsigned char)v[i] >= 0x20 && (unsigned char)v[i] <= 0x7e ? v[i] : '?';
+    out[i] = 0;
+    return out;
+}
+
+/* Whether CFITSIO would read this integer value (v: after the blanks) as >= 1: it reads "1E-3" as 0. */
+static int at_least_one(const char *v)
+{
+    return strtod(v, NULL) >= 1; /* NaN fails too */
+}
+
 static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t len)
 {
     if (size <= 0 || size > ((int64_t)256 << 20)) return 0;
@@ -429,23 +485,36 @@ static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t l
     char *b = mc_malloc((size_t)size);
     size_t n = fread(b, 1, (size_t)size, fp);
     fclose(fp);
-    int bad = 0, block_n = -1;
-    for (size_t at = 0; at + 80 <= n && !bad; at += 80) {
+    int bad = 0, block_n = -1, rice = 0;
+    char zval1[72] = "", tok[24]; /* this HDU's ZVAL1 value, "" when it has none */
+    for (size_t at = 0; at <= n && !bad; at += 80) {
         const char *c = b + at;
+        int last = at + 80 > n;
+        if (last || !strncmp(c, "END     ", 8)) { /* a header is complete (or the file ends) */
+            if (rice && zval1[0] && !at_least_one(zval1)) {
+                snprintf(why, len, "RICE_1 block size ZVAL1 = %s", value_token(zval1, tok, sizeof tok));
+                bad = 1;
+            }
+            block_n = -1;
+            rice = 0;
+            zval1[0] = 0;
+            continue;
+        }
         char key[9], val[72];
         memcpy(key, c, 8);
         key[8] = 0;
-        if (c[8] != '=' || c[9] != ' ') continue;
-        memcpy(val, c + 10, 70);
-        val[70] = 0;
+        /* CFITSIO takes any '=' in column 9 as a value indicator, "=(" too: so does this scan (fuzz_fits) */
+        if (c[8] != '=') continue;
+        memcpy(val, c + 9, 71);
+        val[71] = 0;
         int k = 0;
+        const char *v = val;
+        while (*v == ' ') v++;
         /* CFITSIO reads these as integers, and a value that is not one (an unterminated string, text) sends
          * its error message through an overflowing strncat (ffc2j: abort by _FORTIFY_SOURCE; found by
          * fuzz_fits) */
         if (!strncmp(key, "ZVAL", 4) || !strncmp(key, "ZTILE", 5) || !strncmp(key, "ZNAXIS", 6) ||
             !strncmp(key, "ZBITPIX ", 8) || !strncmp(key, "ZDITHER0", 8)) {
-            const char *v = val;
-            while (*v == ' ') v++;
             if (!strchr("0123456789+-.", *v) || !*v) {
                 char shown[24];
                 snprintf(shown, sizeof shown, "%s", v);
@@ -456,15 +525,28 @@ static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t l
                 continue;
             }
         }
+        /* CFITSIO copies a table column's name, format, unit and display format into 70-byte buffers as it
+         * enters the HDU (ffgtbp); one that is not a quoted string may be longer (strcpy overflow: abort, found by
+         * fuzz_fits) */
+        if ((!strncmp(key, "TTYPE", 5) || !strncmp(key, "TFORM", 5) || !strncmp(key, "TUNIT", 5) ||
+             !strncmp(key, "TDISP", 5)) &&
+            key[5] >= '0' && key[5] <= '9' && *v != '\'') {
+            snprintf(why, len, "%.8s is not a quoted string", key);
+            bad = 1;
+            continue;
+        }
+        if (!strncmp(key, "ZCMPTYPE", 8) && !strncasecmp(v, "'RICE", 5)) rice = 1;
+        if (!strncmp(key, "ZVAL1   ", 8)) snprintf(zval1, sizeof zval1, "%s", v);
         if (sscanf(key, "ZNAME%d", &k) == 1 && strstr(val, "'BLOCKSIZE")) block_n = k;
-        else if (sscanf(key, "ZVAL%d", &k) == 1 && k == block_n && atol(val) <= 0) {
-            snprintf(why, len, "BLOCKSIZE = %ld", atol(val));
+        else if (sscanf(key, "ZVAL%d", &k) == 1 && k == block_n && !at_least_one(v)) {
+            snprintf(why, len, "BLOCKSIZE = %s", value_token(v, tok, sizeof tok));
             bad = 1;
-        } else if (sscanf(key, "ZTILE%d", &k) == 1 && atol(val) <= 0) {
-            snprintf(why, len, "ZTILE%d = %ld", k, atol(val));
+        } else if (sscanf(key, "ZTILE%d", &k) == 1 && !at_least_one(v)) {
+            snprintf(why, len, "ZTILE%d = %s", k, value_token(v, tok, sizeof tok));
             bad = 1;
-        } else if (!strncmp(key, "END     ", 8)) {
-            block_n = -1;
+        } else if (sscanf(key, "ZNAXIS%d", &k) == 1 && !at_least_one(v)) { /* the default ZTILE1 */
+            snprintf(why, len, "ZNAXIS%d = %s", k, value_token(v, tok, sizeof tok));
+            bad = 1;
         }
     }
     free(b);
@@ -610,7 +692,7 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
             fits_movabs_hdu(f, hdunum, &t, &st);
         }
     }
-    read_wcs_centre(f, keep[0], keep[1], c);
+    rc = read_wcs_centre(f, keep[0], keep[1], c, path, err);
 done:
     s2 = 0;
     fits_close_file(f, &s2);

@@ -237,11 +237,18 @@ static void header_done(csv_state *st)
     }
     st->nheader = st->nfield;
     if (st->col[COL_ID] < 0 || st->col[COL_PATH] < 0) {
+        /* the header's names, as many as fit whole, bytes outside printable ASCII shown as '?' so the message
+         * stays one readable line (snprintf's return counted past the buffer once: found by fuzz_manifest) */
         char have[400];
         size_t u = 0;
-        for (int k = 0; k < st->nfield && u < sizeof have - 40; k++)
-            u += (size_t)snprintf(have + u, sizeof have - u, "%s%s", k ? ", " : "", st->hnames[k]);
-        if (u >= sizeof have - 40) snprintf(have + u, sizeof have - u, ", ...");
+        int k = 0;
+        for (; k < st->nfield; k++) {
+            const char *name = st->hnames[k];
+            if (u + strlen(name) + 2 > sizeof have - 8) break;
+            if (k) have[u++] = ',', have[u++] = ' ';
+            for (; *name; name++) have[u++] = (unsigned char)*name < 0x20 || (unsigned char)*name > 0x7e ? '?' : *name;
+        }
+        snprintf(have + u, sizeof have - u, "%s", k < st->nfield ? (k ? ", ..." : "...") : "");
         st->hdr_err = (char *)mc_malloc(MC_ERR_LEN);
         mc_fail(st->hdr_err, "%s: line %lld: no %s column (accepted: %s); the header has: %s", st->path,
                 (long long)st->rec_line, st->col[COL_ID] < 0 ? "id_str" : "path",

@@ -5,9 +5,11 @@
  * --commit-seconds the rank fsyncs and only then writes those rows' statuses, so a row with a status is a
  * finished row, and a rerun redoes exactly the units that still have pending rows. A unit is always one
  * forward pass over the same galaxies, so redone rows get bit-identical values. */
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "io/npy.h"
 #include "pipeline/cli.h"
@@ -183,6 +185,8 @@ static int commit(run_state *r, char *err)
     if (mc_lock_lost(r->lock))
         return mc_fail(err, "%s.lock: another job broke this job's lock (judged stale): stopping so that only one "
                             "job writes", r->job->output);
+    /* a folder made read-only: the file still takes writes, but the job could not remove its lock at the end */
+    if (mc_output_dir_check(r->job->output, err)) return -1;
     /* values first, made durable; only then the statuses that declare them finished */
     if (io_catalog_sync(r->cat, err)) return -1;
     for (int i = 0; i < r->n_pend; i++)
@@ -612,7 +616,8 @@ static int run_job(const mc_job *job)
     for (int s = 0; s < MC_ROW_NSTATUS; s++)
         snprintf(counts_txt + strlen(counts_txt), sizeof counts_txt - strlen(counts_txt), "%s%s %lld", s ? ", " : "",
                  mc_row_status_name(s), (long long)cat_counts[s]);
-    if (io_catalog_close(r->cat, err) && r->rank == 0) fprintf(stderr, "morphcat: %s\n", err);
+    /* after a failed write the line above said why; closing then fails for the same reason */
+    if (io_catalog_close(r->cat, err) && r->rank == 0 && !all_rc) fprintf(stderr, "morphcat: %s\n", err);
     r->cat = NULL;
     if (r->rank == 0) {
         int64_t run_rows = 0;
@@ -666,7 +671,9 @@ out:
     free(r->cl_box);
     free(r->cl_ra);
     free(r->cl_dec);
-    mc_lock_release(lock);
+    if (mc_lock_release(lock) && exit_code != MC_EXIT_FAIL)
+        fprintf(stderr, "morphcat: warning: %s.lock: cannot remove the lock file (%s): the next job on this output "
+                        "breaks it as stale\n", job->output, strerror(errno));
     return exit_code;
 }
 
@@ -693,6 +700,14 @@ int cmd_run(int argc, char **argv)
     int provided;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     int rc = mc_run_args(argc, argv);
+    /* a catalogue left unclosed (its file system went read-only): HDF5 1.10's clean-up in MPI_Finalize would
+     * crash on it, so every rank ends here, its output flushed, as a stopped job */
+    int abandoned = io_catalog_abandoned(), any = 0;
+    MPI_Allreduce(&abandoned, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (any) {
+        fflush(NULL);
+        _exit(rc ? rc : MC_EXIT_FAIL);
+    }
     MPI_Finalize();
     return rc;
 }

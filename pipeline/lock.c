@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -388,20 +389,27 @@ int mc_lock_lost(mc_lock *l)
     return lost;
 }
 
-void mc_lock_release(mc_lock *l)
+int mc_lock_release(mc_lock *l)
 {
-    if (!l) return;
+    if (!l) return 0;
     pthread_mutex_lock(&l->mu);
     l->stop = 1;
     pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
     pthread_join(l->thread, NULL);
     struct stat st;
-    if (stat(l->path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino) unlink(l->path);
+    int rc = 0, e = 0;
+    if (stat(l->path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino && unlink(l->path) != 0 &&
+        errno != ENOENT) {
+        rc = -1;
+        e = errno;
+    }
     close(l->fd);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);
+    errno = e;
+    return rc;
 }
 
 int mc_lock_acquire_all(MPI_Comm comm, const char *output, const char *command, double stale_after, mc_lock **out,
@@ -439,4 +447,22 @@ int mc_file_id_check(const char *path, const mc_file_id *id, char *err)
         return mc_fail(err, "%s: the catalogue was replaced by another file while the job ran: stopping without "
                             "writing into the new one", path);
     return 0;
+}
+
+int mc_output_dir_check(const char *path, char *err)
+{
+    char dir[4200];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    /* a read-only mount (or bind mount) shows in statvfs; permissions (for users other than root) in access */
+    struct statvfs sv;
+    int e = 0;
+    if (statvfs(dir, &sv) == 0 && (sv.f_flag & ST_RDONLY)) e = EROFS;
+    else if (access(dir, W_OK) != 0 && (errno == EACCES || errno == EPERM || errno == EROFS)) e = errno;
+    if (!e) return 0;
+    return mc_fail(err, "%s: the output folder %s became read-only while the job ran (%s): stopping; the rows "
+                        "committed so far stay, and the same command resumes once the folder is writable",
+                   path, dir, strerror(e));
 }

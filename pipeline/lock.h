@@ -34,8 +34,9 @@ int mc_lock_acquire(const char *output, const char *command, double stale_after,
 /* 1 once the heartbeat found the lock file removed or replaced by someone else (another job judged this one
  * stale and broke it): the job must stop writing. Thread-safe. NULL: 0. */
 int mc_lock_lost(mc_lock *l);
-/* Remove the lock (when it is still ours) and stop the heartbeat. NULL is a no-op. */
-void mc_lock_release(mc_lock *l);
+/* Remove the lock (when it is still ours) and stop the heartbeat. NULL is a no-op. Returns -1 (errno set) when
+ * the lock file could not be removed (a folder made read-only): it stays, for the next job to break as stale. */
+int mc_lock_release(mc_lock *l);
 /* Who holds output's lock: 1 held (h filled, h->stale set if it is stale), 0 not held, -1 unreadable (err). */
 int mc_lock_query(const char *output, double stale_after, mc_lock_holder *h, char *err);
 /* One line describing a holder ("morphcat run on host H, pid P, Slurm job J, since T, heartbeat 3 s ago"). */
@@ -56,5 +57,8 @@ typedef struct mc_file_id {
 } mc_file_id;
 int mc_file_id_get(const char *path, mc_file_id *id, char *err);
 int mc_file_id_check(const char *path, const mc_file_id *id, char *err);
+/* 0 while the folder holding path still takes writes; -1 with a message naming path and the folder when it
+ * was made read-only (a read-only mount or bind mount, or, for users other than root, its permissions). */
+int mc_output_dir_check(const char *path, char *err);
 
 #endif

@@ -5,7 +5,15 @@ fits/tile_claims_3gb_beyond_heap.fits.fz: a tile descriptor claiming 3 GB past t
 3 GB; fits/truncated_heap_decoded_anyway.fits.fz: a file cut inside its heap, whose unread tiles CFITSIO decoded
 anyway and crashed; fits/blocksize_zero_sigfpe.fits.fz: BLOCKSIZE = 0, which CFITSIO divides by (SIGFPE) on
 entering the HDU; fits/zval_text_fortify_abort.fits.fz: a ZVAL2 that is an unterminated string, on which CFITSIO's
-error message overflows (abort); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
+error message overflows (abort); fits/ctype_unterminated_wcslib_abort.fits: a CTYPE1 string without its closing
+quote, which WCSLIB's header parser (wcspih) copied past its buffer (abort);
+fits/rice_zval1_zero_named_otherwise.fits.fz: a RICE_1 header whose ZVAL1 reads as 0 while ZNAME1 is not BLOCKSIZE
+(CFITSIO takes ZVAL1 as the block size regardless, and divides by it: SIGFPE);
+fits/znaxis1_zero_default_tile_sigfpe.fits.fz: ZNAXIS1 = 0 and no ZTILE1 (CFITSIO's default tile is ZNAXIS1, and it
+divides by the tile: SIGFPE); fits/zval_paren_indicator_fortify_abort.fits.fz: a ZVAL2 card with '=(' for '= ', which CFITSIO reads as a value
+(and overflows on, as for text) but the first scan skipped; fits/ttype_unquoted_long_fortify_abort.fits.fz: a TTYPE2 whose value is 71 bytes and no quoted string, which
+CFITSIO's table header parser (ffgtbp) copied past its buffer (abort); manifest/long_header_names_overrun.csv: a header without an id column whose names
+overran the message's buffer (an out-of-bounds index found by UBSan); config/num_classes_huge.json: a num_classes too large for an int (undefined conversion). pickle/: run by tests/unit/test_pickle.c (under UBSan in make sanitize)."""
 import os
 
 import mctest
@@ -17,6 +25,13 @@ expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2
           "fits/truncated_heap_decoded_anyway.fits.fz": ("corrupt_file", "tile 1 of 3"),
           "fits/blocksize_zero_sigfpe.fits.fz": ("corrupt_file", "BLOCKSIZE = 0"),
           "fits/zval_text_fortify_abort.fits.fz": ("corrupt_file", "ZVAL2", "'BLOCKSIZE", "is not a number"),
+          "fits/ctype_unterminated_wcslib_abort.fits": ("corrupt_file", "header card 15 (CTYPE1)",
+                                                        "without its closing quote"),
+          "fits/rice_zval1_zero_named_otherwise.fits.fz": ("corrupt_file", "RICE_1 block size ZVAL1 = 0"),
+          "fits/znaxis1_zero_default_tile_sigfpe.fits.fz": ("corrupt_file", "ZNAXIS1 = 0"),
+          "manifest/long_header_names_overrun.csv": ("line 1: no id_str column", "id-abs", ", ..."),
+          "fits/zval_paren_indicator_fortify_abort.fits.fz": ("corrupt_file", "ZVAL2", "is not a number"),
+          "fits/ttype_unquoted_long_fortify_abort.fits.fz": ("corrupt_file", "TTYPE2", "not a quoted string"),
           "config/num_classes_huge.json": ("num_classes", "out of range")}
 for kind in sorted(os.listdir(reg)):
     for name in sorted(os.listdir(os.path.join(reg, kind))):
@@ -32,6 +47,8 @@ for kind in sorted(os.listdir(reg)):
             open(os.path.join(folder, "model.safetensors"), "wb").close()
             r = mctest.run(["info", folder], check=False)
             name = "config.json"
+        elif kind == "manifest":  # read as plan reads it (no model needed)
+            r = mctest.run(["plan", "--manifest", path, "--rate", "1", "--cores-per-node", "1"], check=False)
         else:
             continue
         lines = [l for l in r.stderr.splitlines() if l.strip()]

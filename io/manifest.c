@@ -565,6 +565,23 @@ static int cursor_fill(const struct dup_runs *d, dup_cursor *c, size_t cap)
     return 0;
 }
 
+/* Sift heap[p] down a binary min-heap of nh cursor indices ordered by each cursor's current entry. */
+static void dup_sift(int *heap, int nh, int p, const dup_cursor *c)
+{
+#define DUP_LESS(x, y) (dup_cmp(&c[x].b[c[x].at], &c[y].b[c[y].at]) < 0)
+    for (;;) {
+        int l = 2 * p + 1, m = p;
+        if (l < nh && DUP_LESS(heap[l], heap[m])) m = l;
+        if (l + 1 < nh && DUP_LESS(heap[l + 1], heap[m])) m = l + 1;
+        if (m == p) break;
+        int t = heap[p];
+        heap[p] = heap[m];
+        heap[m] = t;
+        p = m;
+    }
+#undef DUP_LESS
+}
+
 /* The candidate: rows j < i with equal hashes, i as small as possible; *i = -1 when there is none. */
 static int dup_candidate(struct dup_runs *d, int64_t *j, int64_t *i, char *err)
 {
@@ -597,24 +614,13 @@ static int dup_candidate(struct dup_runs *d, int64_t *j, int64_t *i, char *err)
         if (cursor_fill(d, &c[r], per)) rc = -1;
         if (c[r].len) heap[nh++] = r;
     }
-#define DUP_AT(r) (&c[r].b[c[r].at])
-#define DUP_LESS(a, b) (dup_cmp(DUP_AT(a), DUP_AT(b)) < 0)
     for (int k = nh / 2 - 1; k >= 0; k--) /* heapify */
-        for (int p = k;;) {
-            int l = 2 * p + 1, m = p;
-            if (l < nh && DUP_LESS(heap[l], heap[m])) m = l;
-            if (l + 1 < nh && DUP_LESS(heap[l + 1], heap[m])) m = l + 1;
-            if (m == p) break;
-            int t = heap[p];
-            heap[p] = heap[m];
-            heap[m] = t;
-            p = m;
-        }
+        dup_sift(heap, nh, k, c);
     uint64_t gh = 0;
     int64_t first = -1, members = 0;
     while (nh > 0 && !rc) {
         int r = heap[0];
-        dup_ent e = *DUP_AT(r);
+        dup_ent e = c[r].b[c[r].at];
         if (members && e.h == gh) {
             if (++members == 2 && (*i < 0 || e.row < *i)) {
                 *i = e.row;
@@ -629,19 +635,8 @@ static int dup_candidate(struct dup_runs *d, int64_t *j, int64_t *i, char *err)
             if (c[r].next < c[r].end) rc = -1;
             heap[0] = heap[--nh];
         }
-        for (int p = 0;;) { /* sift down */
-            int l = 2 * p + 1, m = p;
-            if (l < nh && DUP_LESS(heap[l], heap[m])) m = l;
-            if (l + 1 < nh && DUP_LESS(heap[l + 1], heap[m])) m = l + 1;
-            if (m == p) break;
-            int t = heap[p];
-            heap[p] = heap[m];
-            heap[m] = t;
-            p = m;
-        }
+        dup_sift(heap, nh, 0, c);
     }
-#undef DUP_AT
-#undef DUP_LESS
     if (pool != d->buf) free(pool);
     free(c);
     free(heap);

@@ -118,3 +118,21 @@ def vote_fractions(conc, questions):
         i += n
     assert i == conc.shape[1]
     return out
+
+
+def check_bf16_rule(c, name, ours, ref, questions, source, floor=0.005):
+    """The speed issue's bf16 accuracy rule on Dirichlet concentrations: ours and ref are {"fp32": .., "bf16": ..}
+    (morphcat, PyTorch). morphcat fp32 within 1e-4 relative of PyTorch fp32, and max |fraction_bf16 - fraction_fp32|
+    of morphcat <= max(floor, half of PyTorch bf16's own error). Prints the figure line."""
+    import numpy as np
+
+    err32 = rel_max_err(ours["fp32"], ref["fp32"])
+    c.check(err32 <= 1e-4, "%s fp32 concentrations vs PyTorch fp32: rel max err %.2g <= 1e-4" % (name, err32))
+    f = {k: vote_fractions(v, questions) for k, v in ours.items()}
+    t = {k: vote_fractions(v, questions) for k, v in ref.items()}
+    mine = float(np.abs(f["bf16"] - f["fp32"]).max())
+    theirs = float(np.abs(t["bf16"] - t["fp32"]).max())
+    bound = max(floor, theirs / 2)
+    c.check(mine <= bound, "%s bf16 vote fractions: max |bf16 - fp32| %.4f <= %.4f (= max(%.3f, PyTorch bf16's "
+                           "own %.4f / 2))" % (name, mine, bound, floor, theirs))
+    print("figure: %s vote-fraction error bf16 vs fp32: morphcat %.5f, PyTorch %.5f (%s)" % (name, mine, theirs, source))

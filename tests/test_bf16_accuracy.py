@@ -87,17 +87,7 @@ def main():
             conc[prec] = np.load(out)
         ref32 = torch_concentrations(case, x, bf16=False)
         ref16 = torch_concentrations(case, x, bf16=True)
-        err32 = mctest.rel_max_err(conc["fp32"], ref32)
-        c.check(err32 <= 1e-4, "%s fp32 concentrations vs PyTorch fp32: rel max err %.2g <= 1e-4" % (arch, err32))
-        f32, f16 = mctest.vote_fractions(conc["fp32"], questions), mctest.vote_fractions(conc["bf16"], questions)
-        t32, t16 = mctest.vote_fractions(ref32, questions), mctest.vote_fractions(ref16, questions)
-        ours = float(np.abs(f16 - f32).max())
-        theirs = float(np.abs(t16 - t32).max())
-        bound = max(FLOOR, theirs / 2)
-        c.check(ours <= bound, "%s bf16 vote fractions: max |bf16 - fp32| %.4f <= %.4f (= max(%.3f, PyTorch bf16's "
-                               "own %.4f / 2))" % (arch, ours, bound, FLOOR, theirs))
-        print("figure: %s vote-fraction error bf16 vs fp32: morphcat %.5f, PyTorch %.5f (%s)"
-              % (arch, ours, theirs, case["source"]))
+        mctest.check_bf16_rule(c, arch, conc, {"fp32": ref32, "bf16": ref16}, questions, case["source"], FLOOR)
     shutil.rmtree(tmp, ignore_errors=True)
     c.finish()
 

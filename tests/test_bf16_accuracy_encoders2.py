@@ -76,15 +76,7 @@ def main():
             m16 = net.to(torch.bfloat16).to(memory_format=torch.channels_last)
             e16 = m16(t.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
             ref16 = (1 + 100 * torch.sigmoid(head.to(torch.bfloat16)(e16).float())).numpy()
-        err32 = mctest.rel_max_err(conc["fp32"], ref32)
-        c.check(err32 <= 1e-4, "%s fp32 concentrations vs PyTorch fp32: rel max err %.2g <= 1e-4" % (arch, err32))
-        f32, f16 = mctest.vote_fractions(conc["fp32"], questions), mctest.vote_fractions(conc["bf16"], questions)
-        ours = float(np.abs(f16 - f32).max())
-        theirs = float(np.abs(mctest.vote_fractions(ref16, questions) - mctest.vote_fractions(ref32, questions)).max())
-        bound = max(FLOOR, theirs / 2)
-        c.check(ours <= bound, "%s bf16 vote fractions: max |bf16 - fp32| %.4f <= %.4f (= max(%.3f, PyTorch bf16's "
-                               "own %.4f / 2))" % (arch, ours, bound, FLOOR, theirs))
-        print("figure: %s vote-fraction error bf16 vs fp32: morphcat %.5f, PyTorch %.5f (%s)" % (arch, ours, theirs, src))
+        mctest.check_bf16_rule(c, arch, conc, {"fp32": ref32, "bf16": ref16}, questions, src, FLOOR)
     shutil.rmtree(tmp, ignore_errors=True)
     c.finish()
 

@@ -5,6 +5,7 @@
 #include "nn/kernels.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
@@ -38,10 +39,36 @@ float nn_expf(float x)
     return expf_fast(x);
 }
 
+/* e^(p - h - l) for GELU's tail: p small (P(t) below), h = x^2/2 exact and large, l a small correction.
+ * Rounding p - h to one float would cost up to half an ulp of h (2e-6 relative at x = -11); instead n is
+ * picked from the rounded sum but the reduced argument is formed as p - (h + n*ln2_hi) - n*ln2_lo - l, where
+ * h + n*ln2_hi is exact (Sterbenz: the two are within a factor of two once h > 1.7; below, its rounding is
+ * under 1.2e-7). One exp, with the accuracy of the two-exp form. Below e^-87 the result is 0. */
+static inline float expf_parts(float p, float h, float l)
+{
+    float x = p - h;
+    float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float shift = 12582912.0f;
+    float n = (xc * 1.44269504088896341f + shift) - shift;
+    float r = p - (h + n * 0.693145751953125f);
+    r = r - n * 1.428606765330187045e-06f - l;
+    float q = 1.0f / 720.0f;
+    q = q * r + 1.0f / 120.0f;
+    q = q * r + 1.0f / 24.0f;
+    q = q * r + 1.0f / 6.0f;
+    q = q * r + 0.5f;
+    q = q * r + 1.0f;
+    q = q * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return x < -87.0f ? 0.0f : q * scale;
+}
+
 /* erfc(|x|/sqrt2) via the Chebyshev-fitted form t*exp(-z^2 + P(t)), z = |x|/sqrt2, t = 1/(1+z/2)
  * (Numerical Recipes' erfcc; fractional error below 1.2e-7 for every z), which keeps relative accuracy in
  * the far tail. z^2 = x^2/2 is formed from x itself, split as x = xh + xl with xh holding 12 significant
- * bits, so xh^2 is exact and neither the 1/sqrt2 scaling nor the squaring is rounded into the exponent. */
+ * bits, so xh^2/2 is exact and the rest, (x - xh)(x + xh)/2, is small; expf_parts takes both. */
 static inline float erfc_scaled(float x)
 {
     float a = fabsf(x), z = a * 0.70710678118654752f;
@@ -61,7 +88,7 @@ static inline float erfc_scaled(float x)
     ab &= 0xfffff000u;
     float ah;
     memcpy(&ah, &ab, sizeof ah);
-    return t * expf_fast(-0.5f * ah * ah) * expf_fast(p - 0.5f * (a - ah) * (a + ah));
+    return t * expf_parts(p, 0.5f * ah * ah, 0.5f * (a - ah) * (a + ah));
 }
 
 /* gelu(x) = x/2 * (1 + erf(x/sqrt2)) = x/2 * erfc(-x/sqrt2), written through erfc of |x|/sqrt2. */
@@ -77,21 +104,142 @@ static inline float sigmoid(float x)
     return 1.0f / (1.0f + expf_fast(-x));
 }
 
+/* The same functions on one native vector at a time (VA floats: 16 on AVX-512, 8 on AVX2, 4 on SSE), in GCC
+ * vector extensions: the scalar forms above, operation for operation, so the vector and the scalar tail
+ * agree to an ulp. GCC's auto-vectoriser handles the scalar loops poorly (masked divisions, two exps per
+ * GELU: 2-4 ns per value against about 1 here). */
+#if defined(__AVX512F__)
+#define VA 16
+#elif defined(__AVX__)
+#define VA 8
+#else
+#define VA 4
+#endif
+typedef float vfa __attribute__((vector_size(VA * 4)));
+typedef int32_t via __attribute__((vector_size(VA * 4)));
+
+static inline vfa vsplat(float v)
+{
+    return v - (vfa){0}; /* the scalar broadcast; x - 0 is x, signed zeros included */
+}
+
+static inline vfa vload(const float *p)
+{
+    vfa v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline vfa vselect(via mask, vfa a, vfa b) /* mask lanes -1: a, 0: b */
+{
+    return (vfa)(((via)a & mask) | ((via)b & ~mask));
+}
+
+/* 1/d: on AVX-512 the 14-bit estimate and one Newton step (within an ulp, a tenth of vdivps's cost) */
+static inline vfa vrecip(vfa d)
+{
+#ifdef __AVX512F__
+    vfa r = (vfa)_mm512_rcp14_ps((__m512)d);
+    return r * (2.0f - d * r);
+#else
+    return 1.0f / d;
+#endif
+}
+
+static inline vfa vexp(vfa x)
+{
+    x = vselect(x < vsplat(-87.0f), vsplat(-87.0f), x);
+    x = vselect(x > vsplat(88.0f), vsplat(88.0f), x);
+    const vfa shift = vsplat(12582912.0f);
+    vfa n = (x * 1.44269504088896341f + shift) - shift;
+    vfa r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    vfa p = vsplat(1.0f / 720.0f);
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    via bits = (__builtin_convertvector(n, via) + 127) << 23;
+    return p * (vfa)bits;
+}
+
+static inline vfa vexp_parts(vfa p, vfa h, vfa l)
+{
+    vfa x = p - h;
+    via under = x < vsplat(-87.0f);
+    vfa xc = vselect(under, vsplat(-87.0f), x);
+    xc = vselect(xc > vsplat(88.0f), vsplat(88.0f), xc);
+    const vfa shift = vsplat(12582912.0f);
+    vfa n = (xc * 1.44269504088896341f + shift) - shift;
+    vfa r = p - (h + n * 0.693145751953125f);
+    r = r - n * 1.428606765330187045e-06f - l;
+    vfa q = vsplat(1.0f / 720.0f);
+    q = q * r + 1.0f / 120.0f;
+    q = q * r + 1.0f / 24.0f;
+    q = q * r + 1.0f / 6.0f;
+    q = q * r + 0.5f;
+    q = q * r + 1.0f;
+    q = q * r + 1.0f;
+    via bits = (__builtin_convertvector(n, via) + 127) << 23;
+    return vselect(under, vsplat(0.0f), q * (vfa)bits);
+}
+
+static inline vfa vgelu(vfa x)
+{
+    vfa a = (vfa)((via)x & 0x7fffffff), z = a * 0.70710678118654752f;
+    vfa t = vrecip(1.0f + 0.5f * z);
+    vfa p = vsplat(0.17087277f);
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    vfa ah = (vfa)((via)a & (int32_t)0xfffff000u);
+    vfa e = t * vexp_parts(p, 0.5f * ah * ah, 0.5f * (a - ah) * (a + ah));
+    vfa one_plus_erf = vselect(x < 0.0f, e, 2.0f - e);
+    return 0.5f * x * one_plus_erf;
+}
+
+static inline vfa vsigmoid(vfa x)
+{
+    return vrecip(1.0f + vexp(-x));
+}
+
 void nn_act_apply(float *x, size_t n, nn_act act)
 {
+    size_t i = 0;
     switch (act) {
     case NN_ACT_NONE: break;
     case NN_ACT_RELU:
-        for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        for (; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
         break;
     case NN_ACT_SILU:
-        for (size_t i = 0; i < n; i++) x[i] = x[i] * sigmoid(x[i]);
+        for (; i + VA <= n; i += VA) {
+            vfa v = vload(x + i);
+            v = v * vsigmoid(v);
+            memcpy(x + i, &v, sizeof v);
+        }
+        for (; i < n; i++) x[i] = x[i] * sigmoid(x[i]);
         break;
     case NN_ACT_GELU:
-        for (size_t i = 0; i < n; i++) x[i] = gelu(x[i]);
+        for (; i + VA <= n; i += VA) {
+            vfa v = vgelu(vload(x + i));
+            memcpy(x + i, &v, sizeof v);
+        }
+        for (; i < n; i++) x[i] = gelu(x[i]);
         break;
     case NN_ACT_SIGMOID:
-        for (size_t i = 0; i < n; i++) x[i] = sigmoid(x[i]);
+        for (; i + VA <= n; i += VA) {
+            vfa v = vsigmoid(vload(x + i));
+            memcpy(x + i, &v, sizeof v);
+        }
+        for (; i < n; i++) x[i] = sigmoid(x[i]);
         break;
     }
 }

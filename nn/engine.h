@@ -19,6 +19,7 @@ typedef struct nn_ctx {
     int measure;
     int bf16; /* the plan's precision is bf16: matrix layers with a pack run on AMX */
     int release_fp32; /* bf16 only in this process: a weight's fp32 pages go back to the system once packed */
+    int winograd;     /* fp32 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (nn/winograd.c) */
     int too_small; /* set during measure when a layer's output would be empty */
     double macs;   /* multiply-adds of one pass, counted during measure (for GFLOP/s figures) */
     char *base;
@@ -29,6 +30,10 @@ typedef struct nn_ctx {
     size_t *live_off, *live_len;
     int n_live, cap_live;
 } nn_ctx;
+
+/* Whether new fp32 plans take Winograd for 3x3 stride-1 convolutions: yes, unless MORPHCAT_WINOGRAD=0 in the
+ * environment (the im2col path, for comparisons). Read when a plan is made. */
+int nn_winograd_default(void);
 
 float *nn_ctx_alloc(nn_ctx *ctx, size_t nfloat);
 void nn_ctx_release(nn_ctx *ctx, const float *p);

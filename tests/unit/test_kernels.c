@@ -117,7 +117,9 @@ static nn_wfile *fake_file(int nt, const char **names, const int *ndims, const i
     return wf;
 }
 
-static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, int depthwise)
+/* wino: an fp32 plan that takes Winograd for 3x3 stride-1 layers, tested with a residual and ReLU as ResNet's
+ * and the detector's layers use them */
+static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, int depthwise, int wino)
 {
     int oh = nn_conv_out(h, k, s, p), ow = nn_conv_out(w, k, s, p);
     int cin_w = depthwise ? 1 : c;
@@ -132,18 +134,21 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
     char err[MC_ERR_LEN] = "";
     nn_loader L = {.wf = wf, .prefix = "", .arch = "test", .err = err};
     nn_conv cv;
-    int rc = nn_conv_load(&L, &cv, "c.weight", "c.bias", NULL, 0, c, o, k, s, p, depthwise, NN_ACT_NONE);
+    int rc = nn_conv_load(&L, &cv, "c.weight", "c.bias", NULL, 0, c, o, k, s, p, depthwise,
+                          wino ? NN_ACT_RELU : NN_ACT_NONE);
     MC_ASSERT(rc == 0 && nn_loader_finish(&L) == 0);
 
-    nn_ctx ctx = {.measure = 1};
-    nn_tensor x = nn_tensor_new(&ctx, n, h, w, c);
-    nn_tensor y = nn_conv_forward(&ctx, &cv, x, NULL);
+    nn_ctx ctx = {.measure = 1, .winograd = wino};
+    nn_tensor x = nn_tensor_new(&ctx, n, h, w, c), r = nn_tensor_new(&ctx, n, oh, ow, o);
+    nn_tensor y = nn_conv_forward(&ctx, &cv, x, wino ? &r : NULL);
     ctx.measure = 0;
     ctx.base = mc_malloc_aligned(ctx.size);
     ctx.next = 0;
     x = nn_tensor_new(&ctx, n, h, w, c);
+    r = nn_tensor_new(&ctx, n, oh, ow, o);
     for (size_t i = 0; i < (size_t)n * h * w * c; i++) x.d[i] = frand();
-    y = nn_conv_forward(&ctx, &cv, x, NULL);
+    for (size_t i = 0; i < (size_t)n * oh * ow * o; i++) r.d[i] = frand();
+    y = nn_conv_forward(&ctx, &cv, x, wino ? &r : NULL);
     MC_ASSERT(ctx.next == ctx.n && y.h == oh && y.w == ow);
 
     size_t ny = (size_t)n * oh * ow * o;
@@ -158,13 +163,15 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
     } else {
         conv_ref(x.d, n, h, w, c, wt, b, o, k, s, p, oh, ow, ref);
     }
+    if (wino)
+        for (size_t i = 0; i < ny; i++) ref[i] = fmax(0.0, ref[i] + r.d[i]);
     for (size_t i = 0; i < ny; i++) {
         maxref = fmax(maxref, fabs(ref[i]));
         maxerr = fmax(maxerr, fabs(y.d[i] - ref[i]));
     }
     char what[160];
-    snprintf(what, sizeof what, "%s conv n%d %dx%dx%d -> %d k%d s%d p%d", depthwise ? "depthwise" : "dense", n, h, w,
-             c, o, k, s, p);
+    snprintf(what, sizeof what, "%s conv n%d %dx%dx%d -> %d k%d s%d p%d", depthwise ? "depthwise" : wino ? "winograd" : "dense",
+             n, h, w, c, o, k, s, p);
     check(maxerr / maxref < 1e-5, what, maxerr / maxref, 1e-5);
     free(ref);
     free(ctx.base);
@@ -256,17 +263,21 @@ int main(void)
     test_layernorm();
     test_maxpool();
     test_arena_replay();
-    test_conv(2, 13, 11, 3, 16, 3, 2, 1, 0);  /* stem-like, odd sizes */
-    test_conv(1, 9, 9, 24, 40, 1, 1, 0, 0);   /* pointwise: GEMM straight on the input */
-    test_conv(2, 10, 10, 16, 32, 1, 2, 0, 0); /* strided 1x1 (ResNet downsample) */
-    test_conv(1, 23, 23, 7, 9, 7, 2, 3, 0);   /* 7x7 stride 2 */
-    test_conv(1, 16, 16, 12, 12, 4, 4, 0, 0); /* ConvNeXt stem patchify */
-    test_conv(3, 20, 20, 64, 64, 3, 1, 1, 0); /* enough rows to span several GEMM tiles */
-    test_conv(1, 14, 14, 40, 40, 7, 1, 3, 1); /* ConvNeXt depthwise 7x7 */
-    test_conv(2, 15, 15, 24, 24, 5, 2, 2, 1); /* EfficientNet depthwise 5x5 stride 2 */
-    test_conv(1, 8, 8, 17, 17, 3, 1, 1, 1);   /* odd channel count */
-    test_conv(2, 9, 37, 40, 40, 3, 1, 1, 1);  /* wide rows: 4-pixel register blocks plus a channel tail */
-    test_conv(1, 12, 29, 48, 48, 5, 2, 2, 1); /* strided 4-pixel blocks */
+    test_conv(2, 13, 11, 3, 16, 3, 2, 1, 0, 0);  /* stem-like, odd sizes */
+    test_conv(1, 9, 9, 24, 40, 1, 1, 0, 0, 0);   /* pointwise: GEMM straight on the input */
+    test_conv(2, 10, 10, 16, 32, 1, 2, 0, 0, 0); /* strided 1x1 (ResNet downsample) */
+    test_conv(1, 23, 23, 7, 9, 7, 2, 3, 0, 0);   /* 7x7 stride 2 */
+    test_conv(1, 16, 16, 12, 12, 4, 4, 0, 0, 0); /* ConvNeXt stem patchify */
+    test_conv(3, 20, 20, 64, 64, 3, 1, 1, 0, 0); /* enough rows to span several GEMM tiles */
+    test_conv(3, 20, 20, 64, 64, 3, 1, 1, 0, 1); /* the same by Winograd F(2x2, 3x3), + residual, ReLU */
+    test_conv(2, 13, 11, 32, 48, 3, 1, 1, 0, 1); /* odd output sizes: tiles cut at the edges */
+    test_conv(1, 9, 7, 16, 16, 3, 1, 0, 0, 1);   /* no padding */
+    test_conv(4, 40, 40, 16, 16, 3, 1, 1, 0, 1); /* 1600 tiles: more than one block */
+    test_conv(1, 14, 14, 40, 40, 7, 1, 3, 1, 0); /* ConvNeXt depthwise 7x7 */
+    test_conv(2, 15, 15, 24, 24, 5, 2, 2, 1, 0); /* EfficientNet depthwise 5x5 stride 2 */
+    test_conv(1, 8, 8, 17, 17, 3, 1, 1, 1, 0);   /* odd channel count */
+    test_conv(2, 9, 37, 40, 40, 3, 1, 1, 1, 0);  /* wide rows: 4-pixel register blocks plus a channel tail */
+    test_conv(1, 12, 29, 48, 48, 5, 2, 2, 1, 0); /* strided 4-pixel blocks */
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

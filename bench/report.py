@@ -93,6 +93,11 @@ if ours_d and theirs_d:
             extra = " (%.0f GFLOP/s; arena %.0f MB, peak RSS %.0f MB)" % (r["gflops"], r["arena_mb"], r["peak_rss_mb"])
         else:
             extra = " (peak RSS %s MB)" % r.get("peak_rss_mb", "?")
-        print("  %-11s %-18s %.2f%s" % (impl, prec, r["best"], extra))
+        cpu = " (CPU %.2f s, median)" % r["cpu_s_per_image"] if "cpu_s_per_image" in r else ""
+        print("  %-11s %-18s %.2f%s%s" % (impl, prec, r["best"], cpu, extra))
     bo, bt = min(r["best"] for r in ours_d), min(r["best"] for r in theirs_d)
     print("  morphcat's best is %.2fx the best torchvision configuration per image (target >= 2x)" % (bt / bo))
+    cpu_o = [r["cpu_s_per_image"] for r in ours_d if "cpu_s_per_image" in r]
+    cpu_t = [r["cpu_s_per_image"] for r in theirs_d if "cpu_s_per_image" in r]
+    if cpu_o and cpu_t:  # CPU time: what a loaded or oversubscribed machine's wall clock hides
+        print("  in CPU seconds per image (medians): %.2fx" % (min(cpu_t) / min(cpu_o)))

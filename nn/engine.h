@@ -19,7 +19,7 @@ typedef struct nn_ctx {
     int measure;
     int bf16; /* the plan's precision is bf16: matrix layers with a pack run on AMX */
     int release_fp32; /* bf16 only in this process: a weight's fp32 pages go back to the system once packed */
-    int winograd;     /* fp32 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (nn/winograd.c) */
+    int winograd;     /* fp32 3x3 stride-1 convolutions by Winograd F(4x4 or 2x2, 3x3) (nn/winograd.c) */
     int too_small; /* set during measure when a layer's output would be empty */
     double macs;   /* multiply-adds of one pass, counted during measure (for GFLOP/s figures) */
     char *base;

@@ -20,17 +20,18 @@ typedef enum {
 void nn_gemm_fused(int M, int N, int K, const float *A, int lda, const float *W, int ldw, const float *bias,
                    const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc);
 
-/* 3x3 stride-1 dense convolution by Winograd F(2x2, 3x3) (nn/winograd.c), NHWC. u: the transformed weights,
- * 16 x cout x cin floats, from nn_wino23_weights (w is [cout][3][3][cin]). The tiles (2x2 output blocks,
- * nn_wino23_tiles of them) go T at a time (nn_wino23_block); v: 16*T*cin floats, m: 16*T*cout, scr:
- * 16*cin + 4*cout. y = act(conv + bias + res); bias, res may be NULL. */
-int nn_wino23_fits(int cin, int cout); /* the channel counts it takes (multiples of 16) */
-void nn_wino23_weights(const float *w, int cout, int cin, float *u);
-long nn_wino23_tiles(int n, int oh, int ow);
-int nn_wino23_block(int cin, int cout, long tiles);
-void nn_wino23_conv(const float *x, int n, int h, int w, int cin, const float *u, int cout, int pad, int oh, int ow,
-                    const float *bias, const float *res, nn_act act, float *y, int T, float *v, float *m,
-                    float *scr);
+/* 3x3 stride-1 dense convolution by Winograd F(m x m, 3x3), m = 2 or 4 (nn/winograd.c), NHWC. nn_wino_pick:
+ * the m for a layer's channel counts, 0 where it does not apply. u: the transformed weights, a^2 x cout x cin
+ * floats (a = m + 2), from nn_wino_weights (w is [cout][3][3][cin]). The tiles (m x m output blocks,
+ * nn_wino_tiles of them) go T at a time (nn_wino_block); v: a^2*T*cin floats, mm: a^2*T*cout, scr:
+ * a^2*cin + m^2*cout. y = act(conv + bias + res); bias, res may be NULL. */
+int nn_wino_pick(int cin, int cout);
+void nn_wino_weights(int m, const float *w, int cout, int cin, float *u);
+long nn_wino_tiles(int m, int n, int oh, int ow);
+int nn_wino_block(int m, int cin, int cout, long tiles);
+void nn_wino_conv(int m, const float *x, int n, int h, int w, int cin, const float *u, int cout, int pad, int oh,
+                  int ow, const float *bias, const float *res, nn_act act, float *y, int T, float *v, float *mm,
+                  float *scr);
 
 /* In-place activation on n contiguous values. */
 void nn_act_apply(float *x, size_t n, nn_act act);

@@ -168,19 +168,20 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
                           cv->pad, y.h, y.w, cv->act, y.d + (size_t)i * y.h * y.w * y.c, NULL);
         return y;
     }
-    if (ctx->winograd && !ctx->bf16 && cv->k == 3 && cv->stride == 1 && !cv->depthwise &&
-        nn_wino23_fits(cv->cin, cv->cout)) {
-        /* the weights are transformed per pass (cin*cout*16 floats of scratch; at batch 8 under 1% of the
+    const int wm = ctx->winograd && !ctx->bf16 && cv->k == 3 && cv->stride == 1 ? nn_wino_pick(cv->cin, cv->cout) : 0;
+    if (wm) {
+        /* the weights are transformed per pass (a^2 cin cout floats of scratch; at batch 8 about 1% of the
          * layer's work), so the model holds no second copy */
-        const long tiles = nn_wino23_tiles(x.n, oh, ow);
-        const int T = nn_wino23_block(cv->cin, cv->cout, tiles);
-        float *u = nn_ctx_alloc(ctx, (size_t)16 * cv->cin * cv->cout);
-        float *v = nn_ctx_alloc(ctx, (size_t)16 * T * cv->cin), *m = nn_ctx_alloc(ctx, (size_t)16 * T * cv->cout);
-        float *scr = nn_ctx_alloc(ctx, (size_t)16 * cv->cin + 4 * (size_t)cv->cout);
+        const size_t a2 = (size_t)(wm + 2) * (wm + 2);
+        const long tiles = nn_wino_tiles(wm, x.n, oh, ow);
+        const int T = nn_wino_block(wm, cv->cin, cv->cout, tiles);
+        float *u = nn_ctx_alloc(ctx, a2 * cv->cin * cv->cout);
+        float *v = nn_ctx_alloc(ctx, a2 * T * cv->cin), *m = nn_ctx_alloc(ctx, a2 * T * cv->cout);
+        float *scr = nn_ctx_alloc(ctx, a2 * cv->cin + (size_t)wm * wm * cv->cout);
         if (!ctx->measure) {
-            nn_wino23_weights(cv->w, cv->cout, cv->cin, u);
-            nn_wino23_conv(x.d, x.n, x.h, x.w, x.c, u, cv->cout, cv->pad, oh, ow, cv->b, res ? res->d : NULL, cv->act,
-                           y.d, T, v, m, scr);
+            nn_wino_weights(wm, cv->w, cv->cout, cv->cin, u);
+            nn_wino_conv(wm, x.d, x.n, x.h, x.w, x.c, u, cv->cout, cv->pad, oh, ow, cv->b, res ? res->d : NULL,
+                         cv->act, y.d, T, v, m, scr);
         }
         nn_ctx_release(ctx, scr);
         nn_ctx_release(ctx, m);

@@ -117,8 +117,8 @@ static nn_wfile *fake_file(int nt, const char **names, const int *ndims, const i
     return wf;
 }
 
-/* wino: an fp32 plan that takes Winograd for 3x3 stride-1 layers, tested with a residual and ReLU as ResNet's
- * and the detector's layers use them */
+/* wino: an fp32 plan that takes Winograd for 3x3 stride-1 layers (F(4x4) up to 256 x 256 channels, F(2x2)
+ * beyond), tested with a residual and ReLU as ResNet's and the detector's layers use them */
 static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, int depthwise, int wino)
 {
     int oh = nn_conv_out(h, k, s, p), ow = nn_conv_out(w, k, s, p);
@@ -273,6 +273,7 @@ int main(void)
     test_conv(2, 13, 11, 32, 48, 3, 1, 1, 0, 1); /* odd output sizes: tiles cut at the edges */
     test_conv(1, 9, 7, 16, 16, 3, 1, 0, 0, 1);   /* no padding */
     test_conv(4, 40, 40, 16, 16, 3, 1, 1, 0, 1); /* 1600 tiles: more than one block */
+    test_conv(2, 7, 7, 272, 256, 3, 1, 1, 0, 1); /* cin x cout past 256 x 256: F(2x2, 3x3) */
     test_conv(1, 14, 14, 40, 40, 7, 1, 3, 1, 0); /* ConvNeXt depthwise 7x7 */
     test_conv(2, 15, 15, 24, 24, 5, 2, 2, 1, 0); /* EfficientNet depthwise 5x5 stride 2 */
     test_conv(1, 8, 8, 17, 17, 3, 1, 1, 1, 0);   /* odd channel count */

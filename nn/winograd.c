@@ -152,12 +152,21 @@ __attribute__((always_inline)) static inline void conv_m(const int m, const floa
         for (int t = 0; t < nt; t++) { /* V = B^T d B */
             const long g = t0 + t, img = g / per_img, rem = g % per_img;
             const int iy0 = (int)(rem / tx) * m - pad, ix0 = (int)(rem % tx) * m - pad;
-            load_patch(x + (size_t)img * h * w * cin, h, w, cin, a, iy0, ix0, patch);
+            /* a tile inside the image is read where it lies, one at an edge from a zero-padded copy */
+            const float *src = x + (size_t)img * h * w * cin;
+            size_t rs = (size_t)w * cin;
+            if (iy0 >= 0 && ix0 >= 0 && iy0 + a <= h && ix0 + a <= w) {
+                src += ((size_t)iy0 * w + ix0) * cin;
+            } else {
+                load_patch(src, h, w, cin, a, iy0, ix0, patch);
+                src = patch;
+                rs = (size_t)a * cin;
+            }
             float *vt = v + (size_t)t * cin;
             for (int i = 0; i < cin; i += VW) {
                 wv d[6][6], e[6][6];
                 for (int r = 0; r < a; r++)
-                    for (int q = 0; q < a; q++) d[r][q] = ld(patch + (size_t)(r * a + q) * cin + i);
+                    for (int q = 0; q < a; q++) d[r][q] = ld(src + r * rs + (size_t)q * cin + i);
 #pragma GCC unroll 6
                 for (int r = 0; r < a; r++)
 #pragma GCC unroll 6

@@ -69,7 +69,7 @@ if enc and pipe:
             if not p1:
                 continue
             print("  %-16s %-5s FITS: encoder alone %.1f images/s, FITS-to-catalogue on one core %.1f galaxies/s: "
-                  "overhead %.1f%% (goal < 15%%)" % (m, survey, enc[m], p1, 100 * (1 - p1 / enc[m])))
+                  "overhead %.1f%% (goal <= 10%%)" % (m, survey, enc[m], p1, 100 * (1 - p1 / enc[m])))
             p2 = pipe.get((m, survey, 2))
             if p2:
                 print("  %-16s %-5s FITS: 2 ranks %.1f galaxies/s = %.2fx one rank, on 2 cores" % (m, survey, p2, p2 / p1))

@@ -367,17 +367,15 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
     /* (fits_get_compression_type, too, is the type CFITSIO would write, not the HDU's) */
     if (fits_read_key(f, TSTRING, "ZCMPTYPE", ctype, NULL, &st)) return 0;
     const int rice = !strcasecmp(ctype, "RICE_1") || !strcasecmp(ctype, "RICE_ONE");
+    /* CFITSIO takes ZVAL1 as the block size and ZVAL2 as the bytes per pixel (io_fits_headers_check has made
+     * sure ZNAME1 and ZNAME2, if given, say so, and that neither is given twice) */
     int nblock = 32, bytepix = 4;
-    for (int i = 1; i < 10; i++) {
-        char key[16], name[FLEN_VALUE] = "";
+    {
         long v = 0;
         int s = 0;
-        snprintf(key, sizeof key, "ZNAME%d", i);
-        if (fits_read_key(f, TSTRING, key, name, NULL, &s)) break;
-        snprintf(key, sizeof key, "ZVAL%d", i);
-        if (fits_read_key(f, TLONG, key, &v, NULL, &s)) break;
-        if (!strcasecmp(name, "BLOCKSIZE")) nblock = (int)v;
-        if (!strcasecmp(name, "BYTEPIX")) bytepix = (int)v;
+        if (!fits_read_key(f, TLONG, "ZVAL1", &v, NULL, &s)) nblock = v > 0 && v < (1 << 20) ? (int)v : 0;
+        s = 0;
+        if (!fits_read_key(f, TLONG, "ZVAL2", &v, NULL, &s)) bytepix = v > 0 && v <= 8 ? (int)v : 0;
     }
     if (rice && (nblock < 1 || (bytepix != 1 && bytepix != 2 && bytepix != 4 && bytepix != 8))) {
         snprintf(why, len, "RICE_1 with BLOCKSIZE %d and BYTEPIX %d", nblock, bytepix);

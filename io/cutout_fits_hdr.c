@@ -181,6 +181,9 @@ typedef struct {
     int have_bitpix, have_naxis, nset, groups;
     int rice, block_n;  /* ZCMPTYPE = 'RICE...; the n of ZNAMEn = 'BLOCKSIZE' */
     char zval[100][81]; /* ZVALn's tokens (n < 100), "" when absent: ZNAMEn may come after ZVALn */
+    char zname[3][81];  /* ZNAME1 and ZNAME2's tokens */
+    char (*seen)[9];    /* the interpreted keywords' names, for duplicates */
+    size_t nseen, capseen;
 } hdr_state;
 
 /* One card of a header: 0 if CFITSIO may read it, else 1 and why. */
@@ -219,6 +222,12 @@ static int card_check(const char *c, hdr_state *h, char *why, size_t len)
     char val[81];
     memcpy(val, c + t0, (size_t)(t1 - t0));
     val[t1 - t0] = 0;
+    if (h->nseen == h->capseen) {
+        h->capseen = h->capseen ? 2 * h->capseen : 64;
+        h->seen = mc_realloc(h->seen, h->capseen * sizeof *h->seen);
+    }
+    memcpy(h->seen[h->nseen++], name, 9);
+    if ((k = indexed(name, "ZNAME")) > 0 && k < 3) snprintf(h->zname[k], sizeof h->zname[k], "%s", val);
     if (!strcmp(name, "BITPIX"))
         h->bitpix = strtoll(val, NULL, 10), h->have_bitpix = 1;
     else if (!strcmp(name, "NAXIS"))
@@ -251,10 +260,34 @@ static int card_check(const char *c, hdr_state *h, char *why, size_t len)
     return 0;
 }
 
-/* After a header's END: the block size checks that need the whole header (ZNAMEn may follow ZVALn). */
-static int header_end_check(const hdr_state *h, char *why, size_t len)
+static int name_cmp(const void *a, const void *b)
 {
-    char tok[24];
+    return strcmp(a, b);
+}
+
+/* A quoted string token's text without its quotes and trailing blanks equals want, ignoring case. */
+static int str_is(const char *tok, const char *want)
+{
+    size_t n = strlen(tok), w = strlen(want);
+    if (n < 2 || tok[0] != '\'') return 0;
+    n -= 2;
+    while (n > 0 && tok[n] == ' ') n--;
+    return n == w && !strncasecmp(tok + 1, want, w);
+}
+
+/* After a header's END: the checks that need the whole header (ZNAMEn may follow ZVALn). */
+static int header_end_check(hdr_state *h, char *why, size_t len)
+{
+    char tok[24], tok2[24];
+    /* a keyword CFITSIO interprets given twice: which one it reads depends on where its last search ended
+     * (a second ZVAL1 made it decode RICE_1 tiles with another block size than the one checked: SEGV in
+     * fits_rdecomp, found by fuzz_fits) */
+    qsort(h->seen, h->nseen, sizeof *h->seen, name_cmp);
+    for (size_t i = 1; i < h->nseen; i++)
+        if (!strcmp(h->seen[i - 1], h->seen[i])) {
+            snprintf(why, len, "%s appears more than once", h->seen[i]);
+            return 1;
+        }
     if (h->block_n > 0 && h->block_n < 100 && h->zval[h->block_n][0] &&
         !at_least_one(h->zval[h->block_n], 0, (int)strlen(h->zval[h->block_n]))) {
         snprintf(why, len, "BLOCKSIZE = %s",
@@ -265,6 +298,15 @@ static int header_end_check(const hdr_state *h, char *why, size_t len)
     if (h->rice && h->zval[1][0] && !at_least_one(h->zval[1], 0, (int)strlen(h->zval[1]))) {
         snprintf(why, len, "RICE_1 block size ZVAL1 = %s",
                  shown(h->zval[1], 0, (int)strlen(h->zval[1]), tok));
+        return 1;
+    }
+    /* and ZVAL2 as the bytes per pixel: names other than the convention's (Pence et al. 2009) would make
+     * morphcat's tile check and CFITSIO's decoder read different parameters */
+    if (h->rice && ((h->zname[1][0] && !str_is(h->zname[1], "BLOCKSIZE")) ||
+                    (h->zname[2][0] && !str_is(h->zname[2], "BYTEPIX")))) {
+        snprintf(why, len, "RICE_1 parameters named %s and %s, not 'BLOCKSIZE' and 'BYTEPIX'",
+                 h->zname[1][0] ? shown(h->zname[1], 0, (int)strlen(h->zname[1]), tok) : "(none)",
+                 h->zname[2][0] ? shown(h->zname[2], 0, (int)strlen(h->zname[2]), tok2) : "(none)");
         return 1;
     }
     return 0;
@@ -285,12 +327,16 @@ static size_t bytes_read(const io_fits_bytes *b, int64_t at, char *dst, size_t n
 
 int io_fits_headers_check(const io_fits_bytes *b, char *why, size_t len)
 {
-    hdr_state *h = mc_malloc(sizeof *h);
+    hdr_state *h = mc_calloc(1, sizeof *h);
     char blk[2880];
     int bad = 0;
     int64_t at = 0;
     for (int hdu = 1; !bad; hdu++) {
+        char(*seen)[9] = h->seen;
+        size_t capseen = h->capseen;
         memset(h, 0, sizeof *h);
+        h->seen = seen;
+        h->capseen = capseen;
         h->gcount = 1;
         int64_t card = 0, end = -1;
         while (end < 0) { /* one header, a block of 36 cards at a time, up to its END */
@@ -341,6 +387,7 @@ int io_fits_headers_check(const io_fits_bytes *b, char *why, size_t len)
         if (at >= b->size) break;
     }
 out:
+    free(h->seen);
     free(h);
     return bad;
 }

@@ -15,7 +15,9 @@ divides by the tile: SIGFPE); fits/zval_paren_indicator_fortify_abort.fits.fz: a
 CFITSIO's table header parser (ffgtbp) copied past its buffer (abort); fits/zval_number_then_bytes_fortify_abort.fits.fz: a ZVAL2 of
 4 followed by binary bytes, on which CFITSIO's message overflowed as for text (abort);
 fits/gzipped_fz_blocksize_zero_sigfpe.fits.gz: a gzipped tile-compressed file with BLOCKSIZE = 0, which CFITSIO
-inflated and divided by (SIGFPE) before morphcat scanned gzipped files. Since the header scan became one strict
+inflated and divided by (SIGFPE) before morphcat scanned gzipped files;
+fits/zval1_twice_rice_rdecomp_segv.fits.fz: a RICE_1 header with two ZVAL1 cards (32 and 4), of which morphcat's tile
+check read one and CFITSIO's decoder the other (SEGV in fits_rdecomp). Since the header scan became one strict
 reading of every card CFITSIO interprets (io/cutout_fits_hdr.c), some older inputs are refused for their first
 damage (bytes outside printable ASCII, a value that is not one number) before the check they were found for;
 test_faults_corrupt_corpus keeps clean cases of those checks. manifest/long_header_names_overrun.csv: a header without an id column whose names
@@ -40,6 +42,7 @@ expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2
           "fits/zval_number_then_bytes_fortify_abort.fits.fz": ("corrupt_file", "HDU 2, card 31: ZVAL2",
                                                                 "outside printable ASCII"),
           "fits/gzipped_fz_blocksize_zero_sigfpe.fits.gz": ("corrupt_file", "HDU 2: BLOCKSIZE = 0"),
+          "fits/zval1_twice_rice_rdecomp_segv.fits.fz": ("corrupt_file", "HDU 2: ZVAL1 appears more than once"),
           "fits/ttype_unquoted_long_fortify_abort.fits.fz": ("corrupt_file", "HDU 2, card 1: XTENSION",
                                                                "outside printable ASCII"),
           "config/num_classes_huge.json": ("num_classes", "out of range")}

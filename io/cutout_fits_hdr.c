@@ -312,6 +312,51 @@ static int header_end_check(hdr_state *h, char *why, size_t len)
     return 0;
 }
 
+/* The mandatory keywords come first and in order (FITS 4.0, section 4.4.1): SIMPLE or XTENSION, BITPIX,
+ * NAXIS, NAXIS1 ... NAXISn, and in an extension PCOUNT and GCOUNT. CFITSIO reads them by position and is more
+ * lenient with their names (it read a card named "NAXIS  \x01" as NAXIS and went on to an HDU this scan
+ * could not reach: SIGFPE, found by fuzz_fits); this holds the header to the standard, so the HDUs it walks
+ * are the ones CFITSIO can reach. 0 if card number card (0-based) is as it should be, else 1 and why. */
+static int mandatory_check(const char *c, const hdr_state *h, int hdu, int64_t card, char *why, size_t len)
+{
+    char want[16] = "", name[9];
+    if (card == 1)
+        snprintf(want, sizeof want, "BITPIX");
+    else if (card == 2)
+        snprintf(want, sizeof want, "NAXIS");
+    else if (card >= 3 && card < 3 + h->naxis)
+        snprintf(want, sizeof want, "NAXIS%lld", (long long)card - 2);
+    else if (hdu > 1 && card == 3 + h->naxis)
+        snprintf(want, sizeof want, "PCOUNT");
+    else if (hdu > 1 && card == 4 + h->naxis)
+        snprintf(want, sizeof want, "GCOUNT");
+    if (card == 3 && (h->bitpix != 8 && h->bitpix != 16 && h->bitpix != 32 && h->bitpix != 64 &&
+                      h->bitpix != -32 && h->bitpix != -64)) {
+        snprintf(why, len, "BITPIX = %lld is not 8, 16, 32, 64, -32 or -64", (long long)h->bitpix);
+        return 1;
+    }
+    if (card == 3 && (h->naxis < 0 || h->naxis > 999)) {
+        snprintf(why, len, "NAXIS = %lld is not from 0 to 999", (long long)h->naxis);
+        return 1;
+    }
+    if (card >= 4 && card <= 3 + h->naxis && h->naxes[card - 4] < 0) {
+        snprintf(why, len, "NAXIS%lld = %lld is negative", (long long)card - 3,
+                 (long long)h->naxes[card - 4]);
+        return 1;
+    }
+    if (card == 0 && c[8] != '=') {
+        snprintf(why, len, "%.8s has no value", c);
+        return 1;
+    }
+    if (!want[0]) return 0;
+    card_name(c, name);
+    if (strcmp(name, want) || c[8] != '=') {
+        snprintf(why, len, "%s where the standard puts %s", name, want);
+        return 1;
+    }
+    return 0;
+}
+
 /* Bytes [at, at + n) of b into dst; how many were there. */
 static size_t bytes_read(const io_fits_bytes *b, int64_t at, char *dst, size_t n)
 {
@@ -350,7 +395,7 @@ int io_fits_headers_check(const io_fits_bytes *b, char *why, size_t len)
                     end = card;
                     break;
                 }
-                if (card_check(c, h, why, len)) {
+                if (mandatory_check(c, h, hdu, card, why, len) || card_check(c, h, why, len)) {
                     char w2[160];
                     snprintf(w2, sizeof w2, "%s", why);
                     snprintf(why, len, "HDU %d, card %lld: %s", hdu, (long long)card + 1, w2);

@@ -189,11 +189,22 @@ typedef struct {
 /* One card of a header: 0 if CFITSIO may read it, else 1 and why. */
 static int card_check(const char *c, hdr_state *h, char *why, size_t len)
 {
-    char name[9], tok[24];
-    card_name(c, name);
-    if (c[8] != '=') return 0;
-    int type = interpreted_type(name);
+    char name[9], full[9], tok[24];
+    /* the name as CFITSIO matches it when it looks a keyword up: columns 1-8 up to a blank or '='. It reads a
+     * value from such a card whatever follows (a "ZVAL1   " card with binary bytes from column 9 on
+     * overflowed its number message: abort, found by fuzz_fits), so the card must be laid out as the standard
+     * says. */
+    int n = 0;
+    for (; n < 8 && c[n] != ' ' && c[n] != '='; n++) name[n] = c[n] >= 'a' && c[n] <= 'z' ? c[n] - 32 : c[n];
+    name[n] = 0;
+    int type = interpreted_type(name); /* in capitals, in case a lower-case name matches too */
     if (!type) return 0;
+    card_name(c, full);
+    if (strcmp(full, name) || c[8] != '=') {
+        snprintf(why, len, "%s: a card of a keyword CFITSIO reads, without '=' in column 9 after its name",
+                 name);
+        return 1;
+    }
     int t0, t1, v = card_value(c, &t0, &t1);
     if (v == FV_NONASCII) {
         snprintf(why, len, "%s: bytes outside printable ASCII", name);

@@ -137,6 +137,8 @@ K = [
      "corrupt_file", ["RICE_1 parameters named 'BYTEPIX'"]),
     ("naxis_card_misplaced.fits", good_fits.replace(b"NAXIS   =", b"NAXIZ   =", 1), "corrupt_file",
      ["card 3", "where the standard puts NAXIS"]),
+    ("fz_zval2_no_equals.fits.fz", good_fz.replace(b"ZVAL2   =", b"ZVAL2    ", 1), "corrupt_file",
+     ["ZVAL2", "without '=' in column 9"]),
     ("fz_zval2_text.fits.fz", set_card(good_fz, "ZVAL2", "'four'"), "corrupt_file", ["ZVAL2 = 'four'", "not a number"]),
     ("fz_zval2_number_then_text.fits.fz", set_card(good_fz, "ZVAL2", "4 bytes"), "corrupt_file",
      ["ZVAL2 = 4 bytes", "not a number"]),

@@ -19,7 +19,9 @@ inflated and divided by (SIGFPE) before morphcat scanned gzipped files;
 fits/zval1_twice_rice_rdecomp_segv.fits.fz: a RICE_1 header with two ZVAL1 cards (32 and 4), of which morphcat's tile
 check read one and CFITSIO's decoder the other (SEGV in fits_rdecomp);
 fits/naxis_name_mangled_unchecked_hdu_sigfpe.fits.fz: a primary NAXIS card whose name is damaged, which CFITSIO still
-read as NAXIS, going on to an HDU (ZTILE3 = 0: SIGFPE) the header scan had not reached. Since the header scan became one strict
+read as NAXIS, going on to an HDU (ZTILE3 = 0: SIGFPE) the header scan had not reached;
+fits/zval1_no_value_indicator_fortify_abort.fits.fz: a ZVAL1 card with binary bytes from column 9 on, no '=': CFITSIO
+still read a value from it and its message overflowed (abort). Since the header scan became one strict
 reading of every card CFITSIO interprets (io/cutout_fits_hdr.c), some older inputs are refused for their first
 damage (bytes outside printable ASCII, a value that is not one number) before the check they were found for;
 test_faults_corrupt_corpus keeps clean cases of those checks. manifest/long_header_names_overrun.csv: a header without an id column whose names
@@ -45,6 +47,8 @@ expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2
                                                                 "outside printable ASCII"),
           "fits/gzipped_fz_blocksize_zero_sigfpe.fits.gz": ("corrupt_file", "HDU 2: BLOCKSIZE = 0"),
           "fits/zval1_twice_rice_rdecomp_segv.fits.fz": ("corrupt_file", "HDU 2: ZVAL1 appears more than once"),
+          "fits/zval1_no_value_indicator_fortify_abort.fits.fz": ("corrupt_file", "HDU 2, card 29: ZVAL1",
+                                                                  "without '=' in column 9"),
           "fits/naxis_name_mangled_unchecked_hdu_sigfpe.fits.fz": ("corrupt_file", "HDU 1, card 3",
                                                                    "where the standard puts NAXIS"),
           "fits/ttype_unquoted_long_fortify_abort.fits.fz": ("corrupt_file", "HDU 2, card 1: XTENSION",

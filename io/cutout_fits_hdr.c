@@ -4,6 +4,7 @@
  * WCSLIB is given. It decodes no pixels and does not judge values beyond what keeps those libraries safe. */
 #include "io/cutout_internal.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -175,10 +176,21 @@ static int at_least_one(const char *c, int t0, int t1)
     return strtod(v, NULL) >= 1;
 }
 
+/* Whether the integer token c[t0, t1) fits in int64. */
+static int int64_value(const char *c, int t0, int t1)
+{
+    char v[24];
+    memcpy(v, c + t0, (size_t)(t1 - t0));
+    v[t1 - t0] = 0;
+    errno = 0;
+    (void)strtoll(v, NULL, 10);
+    return errno != ERANGE;
+}
+
 /* A checked header's numbers CFITSIO uses to find the next HDU, and its tile-compression keywords. */
 typedef struct {
     int64_t bitpix, naxis, naxes[1000], pcount, gcount;
-    int have_bitpix, have_naxis, nset, groups;
+    int have_bitpix, have_naxis, groups;
     int rice, block_n;  /* ZCMPTYPE = 'RICE...; the n of ZNAMEn = 'BLOCKSIZE' */
     char zval[100][81]; /* ZVALn's tokens (n < 100), "" when absent: ZNAMEn may come after ZVALn */
     char zname[3][81];  /* ZNAME1 and ZNAME2's tokens */
@@ -214,12 +226,14 @@ static int card_check(const char *c, hdr_state *h, char *why, size_t len)
         snprintf(why, len, "%s: a string value without its closing quote", name);
         return 1;
     }
-    int ok = type == HK_LOG ? v == FV_LOG
-             : type == HK_INT
-                 ? v == FV_INT && t1 - t0 <= 18 /* within int64; CFITSIO's message for more overflows */
+    /* integers within int64 (an int64 image's BLANK may be -9223372036854775808); CFITSIO's message for a
+     * longer one would overflow */
+    int int64_ok = v == FV_INT && t1 - t0 <= 20 && int64_value(c, t0, t1);
+    int ok = type == HK_LOG   ? v == FV_LOG
+             : type == HK_INT ? int64_ok
              : type == HK_NUM ? (v == FV_INT || v == FV_REAL) && t1 - t0 <= 40
              : type == HK_STR ? v == FV_STR
-                              : v == FV_STR || (v == FV_INT && t1 - t0 <= 18);
+                              : v == FV_STR || int64_ok;
     if (!ok) {
         const char *want = type == HK_LOG   ? "is not T or F"
                            : type == HK_INT ? "is not an integer"
@@ -244,7 +258,7 @@ static int card_check(const char *c, hdr_state *h, char *why, size_t len)
     else if (!strcmp(name, "NAXIS"))
         h->naxis = strtoll(val, NULL, 10), h->have_naxis = 1;
     else if ((k = indexed(name, "NAXIS")) > 0)
-        h->naxes[k - 1] = strtoll(val, NULL, 10), h->nset++;
+        h->naxes[k - 1] = strtoll(val, NULL, 10);
     else if (!strcmp(name, "PCOUNT"))
         h->pcount = strtoll(val, NULL, 10);
     else if (!strcmp(name, "GCOUNT"))

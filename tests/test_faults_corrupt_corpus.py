@@ -135,6 +135,8 @@ K = [
      ["ZVAL1 appears more than once"]),
     ("fz_rice_names_swapped.fits.fz", set_card(set_card(good_fz, "ZNAME1", "'BYTEPIX'"), "ZNAME2", "'BLOCKSIZE'"),
      "corrupt_file", ["RICE_1 parameters named 'BYTEPIX'"]),
+    ("naxis1_beyond_int64.fits", set_card(good_fits, "NAXIS1", "99999999999999999999"), "corrupt_file",
+     ["NAXIS1 = 99999999999999999999 is not an integer"]),
     ("naxis_card_misplaced.fits", good_fits.replace(b"NAXIS   =", b"NAXIZ   =", 1), "corrupt_file",
      ["card 3", "where the standard puts NAXIS"]),
     ("fz_zval2_no_equals.fits.fz", good_fz.replace(b"ZVAL2   =", b"ZVAL2    ", 1), "corrupt_file",
@@ -194,7 +196,13 @@ for i, (name, data, status, words) in enumerate(K):
     lines.append("bad_%02d,%s,10.0,1.0" % (i, path))
     expect.append((status, [name] + words))
 # good rows between them, so failures sit inside units that also compute
-for name, data in (("good.fits", good_fits), ("good.fits.fz", good_fz), ("good.png", good_png), ("good.jpg", good_jpg)):
+# an int64 image whose BLANK is the smallest int64 (20 characters: the header scan's integers go that far)
+int64_hdu = fits.PrimaryHDU((cube * 1e6).astype(np.int64))
+int64_hdu.header["BLANK"] = -9223372036854775808
+int64_b = io.BytesIO()
+int64_hdu.writeto(int64_b)
+for name, data in (("good.fits", good_fits), ("good.fits.fz", good_fz), ("good.png", good_png), ("good.jpg", good_jpg),
+                   ("good_int64_blank_min.fits", int64_b.getvalue())):
     with open(os.path.join(files, name), "wb") as f:
         f.write(data)
     lines.append("ok_%s,%s,10.0,1.0" % (name.replace(".", "_"), os.path.join(files, name)))

@@ -4,7 +4,7 @@
 MC_ARCH ?= native
 OPT     ?= -O3
 CC      := gcc
-PKGS    := libzip libcjson openblas lapacke cfitsio wcslib libpng libjpeg hdf5-openmpi inih libxxhash cairo
+PKGS    := libzip libcjson openblas lapacke cfitsio wcslib libpng libjpeg hdf5-openmpi inih libxxhash cairo zlib
 PY      := /usr/bin/python3
 
 CFLAGS  = $(OPT) -g -march=$(MC_ARCH) -std=gnu11 -fno-math-errno -Wall -Wextra -Werror -Wno-format-truncation \

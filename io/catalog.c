@@ -11,6 +11,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+uint16_t io_catalog_half(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint16_t sign = (uint16_t)(x >> 16 & 0x8000);
+    const uint32_t ax = x & 0x7fffffff;
+    if (ax > 0x7f800000) return sign | 0x7e00 | (uint16_t)(ax >> 13 & 0x3ff); /* NaN, quieted */
+    if (ax >= 0x477ff000) return sign | 0x7c00; /* 65520 and up (halfway past 65504, the largest): infinity */
+    if (ax >= 0x38800000) {                     /* normal: rebias the exponent (127 -> 15), round 23 -> 10 bits */
+        uint32_t r = ax - 0x38000000;
+        return sign | (uint16_t)((r + 0xfff + (r >> 13 & 1)) >> 13);
+    }
+    int e = (int)(ax >> 23); /* below 2^-14: a subnormal half counts units of 2^-24 */
+    if (e < 102) return sign; /* below 2^-25: rounds to 0 */
+    uint32_t m = (ax & 0x7fffff) | 0x800000, s = (uint32_t)(126 - e), h = m >> s, rem = m & ((1u << s) - 1),
+             halfway = 1u << (s - 1);
+    if (rem > halfway || (rem == halfway && (h & 1))) h++; /* may carry into the smallest normal: still right */
+    return sign | (uint16_t)h;
+}
+
 enum { DS_ID, DS_FILE, DS_RA, DS_DEC, DS_RADEC_SRC, DS_STATUS, DS_MESSAGE, DS_SHA, DS_RELEASE, DS_CONC, DS_FRAC, DS_LO, DS_HI,
        DS_ASKED, DS_EMBED, DS_PCA, DS_CL_COUNT, DS_CL_STATUS, DS_CL_LABEL, DS_CL_SCORE, DS_CL_BOX, DS_CL_RA, DS_CL_DEC,
        DS_COUNT };
@@ -529,8 +549,7 @@ int io_catalog_write(io_catalog *c, const io_catalog_rows *r, char *err)
                 c->half_cap = n;
             }
             for (size_t i = 0; i < n; i++) { /* round to nearest even, as numpy's astype(float16) */
-                _Float16 h = (_Float16)r->embed[i];
-                memcpy(&c->half[i], &h, 2);
+                c->half[i] = io_catalog_half(r->embed[i]);
             }
             if (!rc) rc = write_slab(c, DS_EMBED, c->t_half, r->row0, r->n, c->embed_dim, c->half);
         } else {

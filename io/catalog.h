@@ -96,5 +96,8 @@ int io_catalog_abandoned(void);
 /* For a reopened catalogue: does it have no pending row? Such a catalogue is open read-only (rerunning a
  * finished job must not touch the file): only io_catalog_close may follow. */
 int io_catalog_is_complete(const io_catalog *c);
+/* A float as IEEE binary16 bits, rounded to nearest even (numpy's astype(float16), GCC's _Float16); NaN stays a
+ * quiet NaN with its top payload bits. In plain C: clang 14 has no _Float16 on x86 without AVX512-FP16. */
+uint16_t io_catalog_half(float f);
 
 #endif

@@ -3,10 +3,12 @@
  * It keeps planes as stored (row 0 = FITS y = 1) and never judges pixel values: that is io/preprocess.c. */
 #include "io/cutout_internal.h"
 
+#include <errno.h>
 #include <fitsio.h>
 #include <math.h>
 #include <strings.h>
 #include <wcslib/wcslib.h>
+#include <zlib.h>
 
 #define FITS_MAXDIM 9
 
@@ -119,55 +121,39 @@ struct io_wcs {
     int swap; /* the WCS's first axis runs along the planes' rows, not their columns */
 };
 
-/* The first card of hdr (nkeys cards of 80 characters) holding a string value without its closing quote:
- * its 1-based number, or 0. WCSLIB's header parser (wcspih, 7.12) copies such a value past its buffer
- * (abort by _FORTIFY_SOURCE; found by fuzz_fits), so it never sees one. */
-static int unterminated_string_card(const char *hdr, int nkeys)
-{
-    for (int k = 0; k < nkeys; k++) {
-        const char *card = hdr + (size_t)k * 80;
-        if (card[8] != '=') continue;
-        int j = 9;
-        while (j < 80 && card[j] == ' ') j++;
-        if (j == 80 || card[j] != '\'') continue;
-        int closed = 0;
-        for (j++; j < 80 && !closed; j++) {
-            if (card[j] != '\'') continue;
-            if (j + 1 < 80 && card[j + 1] == '\'') j++; /* '' is a quote inside the string */
-            else closed = 1;
-        }
-        if (!closed) return k + 1;
-    }
-    return 0;
-}
-
 /* Centre of the image in world coordinates from the celestial axes of the primary (unlettered) WCS. ax_x
  * and ax_y are the 0-based FITS axes that became the planes' columns and rows; every other axis (the band
- * axis, degenerate axes) is evaluated at pixel 1. A missing or unusable WCS just leaves has_wcs = 0; a
- * header WCSLIB cannot parse safely (a string value without its closing quote) is a corrupt_file row. */
-static int read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c, const char *path, char *err)
+ * axis, degenerate axes) is evaluated at pixel 1. A missing or unusable WCS just leaves has_wcs = 0. WCSLIB
+ * never sees the file's header: only its WCS cards, checked and written again by io_fits_wcs_cards (WCSLIB
+ * 7.12's parser wcspih trusts its input and crashed on damaged cards: found by fuzz_fits); a WCS card that
+ * cannot be read is a corrupt_file row naming the card. */
+static int read_wcs_centre(fitsfile *f, int naxis, int ax_x, int ax_y, io_cutout *c, const char *path, char *err)
 {
-    char *hdr = NULL;
-    int nkeys = 0, st = 0;
+    char *raw = NULL;
+    int nraw = 0, st = 0;
     /* convert_hdr2str gives a tile-compressed image's header as the uncompressed image's. */
-    if (fits_convert_hdr2str(f, 0, NULL, 0, &hdr, &nkeys, &st) || !hdr) {
-        if (hdr) fits_free_memory(hdr, &st);
+    if (fits_convert_hdr2str(f, 0, NULL, 0, &raw, &nraw, &st) || !raw) {
+        if (raw) fits_free_memory(raw, &st);
         return MC_ROW_OK;
     }
-    int bad = unterminated_string_card(hdr, nkeys);
-    if (bad) {
+    int nkeys = 0, bad = 0;
+    char why[64];
+    char *hdr = io_fits_wcs_cards(raw, nraw, naxis, &nkeys, &bad, why, sizeof why);
+    if (!hdr) {
         char key[9];
         int n = 0;
-        for (; n < 8 && hdr[(size_t)(bad - 1) * 80 + n] != ' '; n++) {
-            char ch = hdr[(size_t)(bad - 1) * 80 + n];
+        for (; n < 8 && raw[(size_t)(bad - 1) * 80 + n] != ' '; n++) {
+            char ch = raw[(size_t)(bad - 1) * 80 + n];
             key[n] = ch >= 0x20 && ch <= 0x7e ? ch : '?';
         }
         key[n] = 0;
         st = 0;
-        fits_free_memory(hdr, &st);
-        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: header card %d (%s): a string value without its "
-                              "closing quote", path, c->hdu, bad, key);
+        fits_free_memory(raw, &st);
+        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: header card %d (%s): %s", path, c->hdu, bad, key,
+                              why);
     }
+    st = 0;
+    fits_free_memory(raw, &st);
     int nreject = 0, nwcs = 0;
     struct wcsprm *wcs = NULL;
     if (wcspih(hdr, nkeys, WCSHDR_all, 0, &nreject, &nwcs, &wcs) == 0 && nwcs > 0) {
@@ -211,8 +197,7 @@ static int read_wcs_centre(fitsfile *f, int ax_x, int ax_y, io_cutout *c, const 
         }
     }
     if (wcs) wcsvfree(&nwcs, &wcs);
-    st = 0;
-    fits_free_memory(hdr, &st);
+    free(hdr);
     return MC_ROW_OK;
 }
 
@@ -401,17 +386,15 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
     /* (fits_get_compression_type, too, is the type CFITSIO would write, not the HDU's) */
     if (fits_read_key(f, TSTRING, "ZCMPTYPE", ctype, NULL, &st)) return 0;
     const int rice = !strcasecmp(ctype, "RICE_1") || !strcasecmp(ctype, "RICE_ONE");
+    /* CFITSIO takes ZVAL1 as the block size and ZVAL2 as the bytes per pixel (io_fits_headers_check has made
+     * sure ZNAME1 and ZNAME2, if given, say so, and that neither is given twice) */
     int nblock = 32, bytepix = 4;
-    for (int i = 1; i < 10; i++) {
-        char key[16], name[FLEN_VALUE] = "";
+    {
         long v = 0;
         int s = 0;
-        snprintf(key, sizeof key, "ZNAME%d", i);
-        if (fits_read_key(f, TSTRING, key, name, NULL, &s)) break;
-        snprintf(key, sizeof key, "ZVAL%d", i);
-        if (fits_read_key(f, TLONG, key, &v, NULL, &s)) break;
-        if (!strcasecmp(name, "BLOCKSIZE")) nblock = (int)v;
-        if (!strcasecmp(name, "BYTEPIX")) bytepix = (int)v;
+        if (!fits_read_key(f, TLONG, "ZVAL1", &v, NULL, &s)) nblock = v > 0 && v < (1 << 20) ? (int)v : 0;
+        s = 0;
+        if (!fits_read_key(f, TLONG, "ZVAL2", &v, NULL, &s)) bytepix = v > 0 && v <= 8 ? (int)v : 0;
     }
     if (rice && (nblock < 1 || (bytepix != 1 && bytepix != 2 && bytepix != 4 && bytepix != 8))) {
         snprintf(why, len, "RICE_1 with BLOCKSIZE %d and BYTEPIX %d", nblock, bytepix);
@@ -474,131 +457,123 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
     return bad;
 }
 
-/* CFITSIO 4.2 divides by a tile-compressed header's RICE_1 block size, ZTILEn and ZNAXISn (the default
- * ZTILE1) as it enters the HDU (imcomp_get_compressed_image_par, imcomp_calc_max_elem), so a 0 there kills the process with SIGFPE before any check of ours can run (found by
- * fuzz_fits). For RICE_1 CFITSIO takes ZVAL1 as the block size whatever ZNAME1 says, and reads these integers
- * as it reads numbers: "1E-3" and "0   32" are 0. A plain FITS file's header cards are scanned for those first,
- * byte by byte as they are stored: 1 and why when one would be read as <= 0. Gzipped files are not scanned
- * (CFITSIO inflates them itself). */
-/* The first token of a header value (v: after the blanks), printable, for a message. */
-static const char *value_token(const char *v, char *out, size_t n)
+/* A gzip file inflated into memory (*out, *n bytes; members after the first appended, bytes after the last
+ * ignored, as gzip does), at most IO_GZIP_MAX bytes: 0, or 1 and why. CFITSIO would inflate it too, but then
+ * parse headers morphcat has not checked. */
+#define IO_GZIP_MAX ((size_t)1 << 30)
+static int gunzip_file(const char *path, unsigned char **out, size_t *n, char *why, size_t len)
 {
-    size_t i = 0;
-    for (; v[i] && v[i] != ' ' && v[i] != '/' && i + 1 < n; i++)
-        out[i] = (unsigned char)v[i] >= 0x20 && (unsigned char)v[i] <= 0x7e ? v[i] : '?';
-    out[i] = 0;
-    return out;
-}
-
-/* Whether CFITSIO would read this integer value (v: after the blanks) as >= 1: it reads "1E-3" as 0. */
-static int at_least_one(const char *v)
-{
-    return strtod(v, NULL) >= 1; /* NaN fails too */
-}
-
-static int raw_tile_keys_bad(const char *path, int64_t size, char *why, size_t len)
-{
-    if (size <= 0 || size > ((int64_t)256 << 20)) return 0;
     FILE *fp = fopen(path, "rb");
-    if (!fp) return 0;
-    char *b = mc_malloc((size_t)size);
-    size_t n = fread(b, 1, (size_t)size, fp);
-    fclose(fp);
-    int bad = 0, block_n = -1, rice = 0;
-    char zval1[72] = "", tok[24]; /* this HDU's ZVAL1 value, "" when it has none */
-    for (size_t at = 0; at <= n && !bad; at += 80) {
-        const char *c = b + at;
-        int last = at + 80 > n;
-        if (last || !strncmp(c, "END     ", 8)) { /* a header is complete (or the file ends) */
-            if (rice && zval1[0] && !at_least_one(zval1)) {
-                snprintf(why, len, "RICE_1 block size ZVAL1 = %s", value_token(zval1, tok, sizeof tok));
+    if (!fp) {
+        snprintf(why, len, "cannot open (%s)", strerror(errno));
+        return 1;
+    }
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    MC_ASSERT(inflateInit2(&z, 16 + MAX_WBITS) == Z_OK); /* 16: gzip framing only */
+    unsigned char in[1 << 16];
+    size_t cap = 1 << 20, used = 0;
+    unsigned char *buf = mc_malloc(cap);
+    int rc = Z_OK, bad = 0;
+    for (;;) {
+        if (z.avail_in == 0) {
+            z.next_in = in;
+            z.avail_in = (uInt)fread(in, 1, sizeof in, fp);
+            if (z.avail_in == 0) break;
+        }
+        if (rc == Z_STREAM_END) { /* another member, or trailing bytes */
+            if (z.avail_in < 2 || z.next_in[0] != 0x1f || z.next_in[1] != 0x8b) break;
+            inflateReset(&z);
+        }
+        if (used == cap) {
+            if (cap >= IO_GZIP_MAX) {
+                snprintf(why, len, "gzip stream inflates to more than %zu MB", IO_GZIP_MAX >> 20);
                 bad = 1;
+                break;
             }
-            block_n = -1;
-            rice = 0;
-            zval1[0] = 0;
-            continue;
+            cap *= 2;
+            buf = mc_realloc(buf, cap);
         }
-        char key[9], val[72];
-        memcpy(key, c, 8);
-        key[8] = 0;
-        /* CFITSIO takes any '=' in column 9 as a value indicator, "=(" too: so does this scan (fuzz_fits) */
-        if (c[8] != '=') continue;
-        memcpy(val, c + 9, 71);
-        val[71] = 0;
-        int k = 0;
-        const char *v = val;
-        while (*v == ' ') v++;
-        /* CFITSIO reads these as integers, and a value that is not one (an unterminated string, text) sends
-         * its error message through an overflowing strncat (ffc2j: abort by _FORTIFY_SOURCE; found by
-         * fuzz_fits) */
-        if (!strncmp(key, "ZVAL", 4) || !strncmp(key, "ZTILE", 5) || !strncmp(key, "ZNAXIS", 6) ||
-            !strncmp(key, "ZBITPIX ", 8) || !strncmp(key, "ZDITHER0", 8)) {
-            if (!strchr("0123456789+-.", *v) || !*v) {
-                char shown[24];
-                snprintf(shown, sizeof shown, "%s", v);
-                for (char *q = shown; *q; q++)
-                    if ((unsigned char)*q < 0x20 || (unsigned char)*q > 0x7e) *q = '?';
-                snprintf(why, len, "%.8s = %s... is not a number", key, shown);
-                bad = 1;
-                continue;
-            }
-        }
-        /* CFITSIO copies a table column's name, format, unit and display format into 70-byte buffers as it
-         * enters the HDU (ffgtbp); one that is not a quoted string may be longer (strcpy overflow: abort, found by
-         * fuzz_fits) */
-        if ((!strncmp(key, "TTYPE", 5) || !strncmp(key, "TFORM", 5) || !strncmp(key, "TUNIT", 5) ||
-             !strncmp(key, "TDISP", 5)) &&
-            key[5] >= '0' && key[5] <= '9' && *v != '\'') {
-            snprintf(why, len, "%.8s is not a quoted string", key);
+        z.next_out = buf + used;
+        z.avail_out = (uInt)(cap - used);
+        rc = inflate(&z, Z_NO_FLUSH);
+        used = cap - z.avail_out;
+        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+            snprintf(why, len, "corrupt gzip stream after %zu bytes inflated (zlib: %s)", used, z.msg ? z.msg : "?");
             bad = 1;
-            continue;
-        }
-        if (!strncmp(key, "ZCMPTYPE", 8) && !strncasecmp(v, "'RICE", 5)) rice = 1;
-        if (!strncmp(key, "ZVAL1   ", 8)) snprintf(zval1, sizeof zval1, "%s", v);
-        if (sscanf(key, "ZNAME%d", &k) == 1 && strstr(val, "'BLOCKSIZE")) block_n = k;
-        else if (sscanf(key, "ZVAL%d", &k) == 1 && k == block_n && !at_least_one(v)) {
-            snprintf(why, len, "BLOCKSIZE = %s", value_token(v, tok, sizeof tok));
-            bad = 1;
-        } else if (sscanf(key, "ZTILE%d", &k) == 1 && !at_least_one(v)) {
-            snprintf(why, len, "ZTILE%d = %s", k, value_token(v, tok, sizeof tok));
-            bad = 1;
-        } else if (sscanf(key, "ZNAXIS%d", &k) == 1 && !at_least_one(v)) { /* the default ZTILE1 */
-            snprintf(why, len, "ZNAXIS%d = %s", k, value_token(v, tok, sizeof tok));
-            bad = 1;
+            break;
         }
     }
-    free(b);
-    return bad;
+    if (!bad && ferror(fp)) {
+        snprintf(why, len, "read error");
+        bad = 1;
+    } else if (!bad && rc != Z_STREAM_END) {
+        snprintf(why, len, "gzip stream cut short after %zu bytes inflated (file truncated?)", used);
+        bad = 1;
+    }
+    inflateEnd(&z);
+    fclose(fp);
+    if (bad) {
+        free(buf);
+        return 1;
+    }
+    *out = buf;
+    *n = used;
+    return 0;
 }
 
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
                         const char *hdu, io_cutout *c, char *err)
 {
     int plain = nmagic >= 9 && !memcmp(magic, "SIMPLE  =", 9);
-    int gz = nmagic >= 2 && magic[0] == 0x1f && (magic[1] == 0x8b || magic[1] == 0x9d);
+    int gz = nmagic >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
     fitsfile *f = NULL;
     int status = 0;
     char why[FLEN_STATUS];
-    char kwhy[96];
-    if (plain && raw_tile_keys_bad(path, size, kwhy, sizeof kwhy))
-        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: corrupt tile-compression header (%s)", path, kwhy);
+    char kwhy[200];
+    /* CFITSIO is given only bytes whose headers io_fits_headers_check has read: a plain FITS file, or a gzipped
+     * one inflated here. It would also undo Unix compress, pkzip and pack itself, unchecked: those are refused. */
+    if (!plain && !gz) {
+        if (nmagic >= 2 && magic[0] == 0x1f && magic[1] == 0x9d)
+            return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: a Unix-compressed (.Z) file, which morphcat does not "
+                                  "read (recompress it with gzip)", path);
+        return io_cutout_fail(
+            err, MC_ROW_CORRUPT, "%s: not a FITS, PNG or JPEG file (first bytes %02x %02x %02x %02x)", path,
+            magic[0], nmagic > 1 ? magic[1] : 0, nmagic > 2 ? magic[2] : 0, nmagic > 3 ? magic[3] : 0);
+    }
+    unsigned char *mem = NULL;
+    size_t nmem = 0;
+    io_fits_bytes bytes = {NULL, NULL, size};
+    if (gz) {
+        if (gunzip_file(path, &mem, &nmem, kwhy, sizeof kwhy))
+            return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: %s", path, kwhy);
+        if (nmem < 9 || memcmp(mem, "SIMPLE  =", 9)) {
+            free(mem);
+            return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: gzipped file that does not hold a FITS (%zu bytes "
+                                  "inflated, no SIMPLE card first)", path, nmem);
+        }
+        bytes.mem = mem;
+        bytes.size = size = (int64_t)nmem; /* from here on, the FITS is these bytes */
+    } else if (!(bytes.fp = fopen(path, "rb"))) {
+        return io_cutout_fail(err, MC_ROW_MISSING, "%s: cannot open (%s)", path, strerror(errno));
+    }
+    int bad = io_fits_headers_check(&bytes, kwhy, sizeof kwhy);
+    if (bytes.fp) fclose(bytes.fp);
+    if (bad) {
+        free(mem);
+        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: corrupt FITS header (%s)", path, kwhy);
+    }
     /* diskfile: the path is a plain file name, never CFITSIO's extended syntax ("x.fits[1]", "a=b"). */
-    if (fits_open_diskfile(&f, path, READONLY, &status)) {
+    void *memp = mem;
+    if (gz ? fits_open_memfile(&f, path, READONLY, &memp, &nmem, 0, NULL, &status)
+           : fits_open_diskfile(&f, path, READONLY, &status)) {
         if (f) {
             int s2 = 0;
             fits_close_file(f, &s2);
         }
-        if (plain)
-            return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: unreadable FITS header (cfitsio: %s)", path,
-                                  fits_reason(status, why));
-        if (gz)
-            return io_cutout_fail(err, MC_ROW_CORRUPT,
-                                  "%s: compressed file that does not hold a readable FITS (cfitsio: %s)",
-                                  path, fits_reason(status, why));
-        return io_cutout_fail(
-            err, MC_ROW_CORRUPT, "%s: not a FITS, PNG or JPEG file (first bytes %02x %02x %02x %02x)", path,
-            magic[0], nmagic > 1 ? magic[1] : 0, nmagic > 2 ? magic[2] : 0, nmagic > 3 ? magic[3] : 0);
+        free(mem);
+        return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: unreadable FITS header%s (cfitsio: %s)", path,
+                              gz ? " inside the gzip stream" : "", fits_reason(status, why));
     }
     int rc = MC_ROW_OK, hdutype = IMAGE_HDU;
     if (hdu && hdu[0])
@@ -670,9 +645,9 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
     fits_get_hduaddrll(f, &headstart, &datastart, &dataend, &s2);
     int s3 = 0, zimg = fits_is_compressed_image(f, &s3);
     int64_t plane_bytes = (int64_t)w * h * (bitpix < 0 ? -bitpix : bitpix) / 8;
-    /* A plain file shorter than its header promises is refused before reading (the usual damage: a
-     * download cut short). Gzipped and tile-compressed data are checked by CFITSIO as it decompresses. */
-    if (plain && !zimg && size < datastart + plane_bytes * nb) {
+    /* A file (or inflated gzip stream) shorter than its header promises is refused before reading (the usual
+     * damage: a download cut short). Tile-compressed data are checked by CFITSIO as it decompresses. */
+if (!zimg && size < datastart + plane_bytes * nb) {
         int64_t have = size > datastart ? size - datastart : 0;
         rc = io_cutout_fail(
             err, MC_ROW_CORRUPT,
@@ -711,10 +686,11 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
             fits_movabs_hdu(f, hdunum, &t, &st);
         }
     }
-    rc = read_wcs_centre(f, keep[0], keep[1], c, path, err);
+    rc = read_wcs_centre(f, naxis, keep[0], keep[1], c, path, err);
 done:
     s2 = 0;
     fits_close_file(f, &s2);
+    free(mem);
     return rc;
 }
 

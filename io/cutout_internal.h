@@ -19,10 +19,27 @@ int io_cutout_check_size(const char *path, const char *what, int64_t w, int64_t 
 /* Format readers. f is open at byte 0 and is closed by the caller. */
 int io_cutout_png_read(const char *path, FILE *f, io_cutout *c, char *err);
 int io_cutout_jpeg_read(const char *path, FILE *f, io_cutout *c, char *err);
-/* FITS is opened by CFITSIO itself (it also undoes gzip); magic holds the file's first nmagic bytes and
- * size its length in bytes, used to explain truncation. */
+/* FITS is opened by CFITSIO once io/cutout_fits_hdr.c has checked its headers (a gzipped file is inflated into
+ * memory first); magic holds the file's first nmagic bytes and size its length in bytes. */
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
                         const char *hdu, io_cutout *c, char *err);
+
+/* io/cutout_fits_hdr.c: morphcat's strict reading of header cards before CFITSIO and WCSLIB see them. A FITS
+ * image's bytes: a file (fp, open) or memory (mem), size bytes long. */
+typedef struct {
+    FILE *fp;
+    const unsigned char *mem;
+    int64_t size;
+} io_fits_bytes;
+/* Walks every header CFITSIO can reach in b (from the first, SIMPLE, through the XTENSIONs the data sizes lead
+ * to): 0 when each card CFITSIO interprets on entering an HDU is well formed and of its type, and no
+ * tile-compression divisor is below 1; else 1 and why (the HDU, the card, the reason). */
+int io_fits_headers_check(const io_fits_bytes *b, char *why, size_t len);
+/* The primary (unlettered) WCS cards of hdr (nkeys cards of 80 characters, as fits_convert_hdr2str gives them),
+ * each value checked and written again as a clean card, after NAXIS = naxis and before END: the only header
+ * WCSLIB sees. Returns the cards (free()) and their number in *ncards; NULL when a WCS card is malformed, with
+ * its 1-based number in *bad_card and why. */
+char *io_fits_wcs_cards(const char *hdr, int nkeys, int naxis, int *ncards, int *bad_card, char *why, size_t len);
 
 /* Release the WCS kept in c (io/cutout_fits.c). */
 void io_cutout_wcs_free(io_cutout *c);

@@ -83,6 +83,11 @@ heap_at = (good_fz.index(b"END" + b" " * 77, 2880) // 2880 + 1) * 2880 + hdr2["N
 fz_damaged = bytearray(good_fz)
 fz_damaged[heap_at + 100:heap_at + 700] = rng.integers(0, 256, 600, dtype=np.uint8).tobytes()
 scaled = fits_bytes(extra={"BSCALE": 1.0, "BZERO": 0.0})
+bitpix_at = good_fits.index(b"BITPIX  =")
+nonascii = bytearray(good_fits)
+nonascii[bitpix_at + 79] = 0xff  # in the card's comment
+wcs_fits = fits_bytes(extra={"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0, "CRVAL2": 1.0,
+                             "CRPIX1": 32.5, "CRPIX2": 32.5, "CDELT1": -7.3e-5, "CDELT2": 7.3e-5})
 
 nan_cube = cube.copy()
 nan_cube[:] = np.nan
@@ -120,6 +125,36 @@ K = [
     ("fz_heap_damaged.fits.fz", bytes(fz_damaged), "corrupt_file", ["tile-compressed"]),
     ("fz_truncated.fits.fz", good_fz[:len(good_fz) - 3000], "corrupt_file", []),
     ("fz_unknown_algorithm.fits.fz", set_card(good_fz, "ZCMPTYPE", "'BOGUS_1'"), "corrupt_file", []),
+    # divisors CFITSIO takes on entering a tile-compressed HDU (SIGFPE at 0), and a value its message overflows on
+    ("fz_blocksize_zero.fits.fz", set_card(good_fz, "ZVAL1", 0), "corrupt_file", ["HDU 2: BLOCKSIZE = 0"]),
+    ("fz_ztile1_zero.fits.fz", set_card(good_fz, "ZTILE1", 0), "corrupt_file", ["ZTILE1 = 0"]),
+    ("fz_znaxis2_zero.fits.fz", set_card(good_fz, "ZNAXIS2", 0), "corrupt_file", ["ZNAXIS2 = 0"]),
+    ("fz_rice_zval1_zero_unnamed.fits.fz", set_card(set_card(good_fz, "ZNAME1", "'OTHER'"), "ZVAL1", 0),
+     "corrupt_file", ["RICE_1 block size ZVAL1 = 0"]),
+    ("fz_zval1_twice.fits.fz", good_fz.replace(b"ZVAL2   =", b"ZVAL1   =", 1), "corrupt_file",
+     ["ZVAL1 appears more than once"]),
+    ("fz_rice_names_swapped.fits.fz", set_card(set_card(good_fz, "ZNAME1", "'BYTEPIX'"), "ZNAME2", "'BLOCKSIZE'"),
+     "corrupt_file", ["RICE_1 parameters named 'BYTEPIX'"]),
+    ("naxis1_beyond_int64.fits", set_card(good_fits, "NAXIS1", "99999999999999999999"), "corrupt_file",
+     ["NAXIS1 = 99999999999999999999 is not an integer"]),
+    ("naxis_card_misplaced.fits", good_fits.replace(b"NAXIS   =", b"NAXIZ   =", 1), "corrupt_file",
+     ["card 3", "where the standard puts NAXIS"]),
+    ("fz_zval2_no_equals.fits.fz", good_fz.replace(b"ZVAL2   =", b"ZVAL2    ", 1), "corrupt_file",
+     ["ZVAL2", "without '=' in column 9"]),
+    ("fz_zval2_text.fits.fz", set_card(good_fz, "ZVAL2", "'four'"), "corrupt_file", ["ZVAL2 = 'four'", "not a number"]),
+    ("fz_zval2_number_then_text.fits.fz", set_card(good_fz, "ZVAL2", "4 bytes"), "corrupt_file",
+     ["ZVAL2 = 4 bytes", "not a number"]),
+    ("fz_ttype1_unquoted.fits.fz", set_card(good_fz, "TTYPE1", "COMPRESSED_DATA"), "corrupt_file",
+     ["TTYPE1", "not a quoted string"]),
+    ("fz_gzipped_blocksize_zero.fits.gz", gzip.compress(set_card(good_fz, "ZVAL1", 0)), "corrupt_file",
+     ["HDU 2: BLOCKSIZE = 0"]),
+    ("gzip_inflates_to_no_fits.fits.gz", gzip.compress(b"SIMPLY NOT" * 500), "corrupt_file", ["does not hold a FITS"]),
+    ("unix_compress.fits.Z", b"\x1f\x9d\x90" + bytes(200), "corrupt_file", ["Unix-compressed"]),
+    ("bitpix_comment_nonascii.fits", bytes(nonascii), "corrupt_file",
+     ["BITPIX", "outside printable ASCII"]),
+    ("wcs_crval1_text.fits", set_card(wcs_fits, "CRVAL1", "'ten'"), "corrupt_file", ["CRVAL1", "not a number"]),
+    ("wcs_ctype1_unterminated.fits", set_card(wcs_fits, "CTYPE1", "'RA---TAN"), "corrupt_file",
+     ["CTYPE1", "without its closing quote"]),
     ("png_bad_signature.png", b"GIF89a" + good_png[6:], "corrupt_file", ["PNG"]),
     ("png_truncated.png", good_png[:len(good_png) // 2], "corrupt_file", ["PNG"]),
     ("png_ihdr_crc.png", png_raw(64, 64, zlib.compress(b"\0" * (64 * 3 + 1) * 64), crc_ok=False), "corrupt_file",
@@ -161,7 +196,13 @@ for i, (name, data, status, words) in enumerate(K):
     lines.append("bad_%02d,%s,10.0,1.0" % (i, path))
     expect.append((status, [name] + words))
 # good rows between them, so failures sit inside units that also compute
-for name, data in (("good.fits", good_fits), ("good.fits.fz", good_fz), ("good.png", good_png), ("good.jpg", good_jpg)):
+# an int64 image whose BLANK is the smallest int64 (20 characters: the header scan's integers go that far)
+int64_hdu = fits.PrimaryHDU((cube * 1e6).astype(np.int64))
+int64_hdu.header["BLANK"] = -9223372036854775808
+int64_b = io.BytesIO()
+int64_hdu.writeto(int64_b)
+for name, data in (("good.fits", good_fits), ("good.fits.fz", good_fz), ("good.png", good_png), ("good.jpg", good_jpg),
+                   ("good_int64_blank_min.fits", int64_b.getvalue())):
     with open(os.path.join(files, name), "wb") as f:
         f.write(data)
     lines.append("ok_%s,%s,10.0,1.0" % (name.replace(".", "_"), os.path.join(files, name)))

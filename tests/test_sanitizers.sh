@@ -22,7 +22,11 @@ fail=0
 for t in build-san/tests/test_*; do
     case "$t" in *.d) continue ;; esac
     start=$(date +%s)
-    if "$t" >"$logs/$(basename "$t").out" 2>&1; then echo "ok   unit $(basename "$t") ($(( $(date +%s) - start )) s)"
+    "$t" >"$logs/$(basename "$t").out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then echo "ok   unit $(basename "$t") ($(( $(date +%s) - start )) s)"
+    # 77: the test cannot run on this machine (test_amx without AMX tiles), as tests/run.sh counts it
+    elif [ $rc -eq 77 ]; then echo "skip unit $(basename "$t"): $(tail -n 1 "$logs/$(basename "$t").out")"
     else echo "FAIL unit $(basename "$t")"; tail -5 "$logs/$(basename "$t").out"; fail=1; fi
 done
 for t in test_model_errors test_weights_bad_files test_faults_corrupt_corpus sanitize_kill_resume; do

@@ -3,7 +3,7 @@
 # not touched, so a second run is a no-op. Needs root (or sudo) only when something is missing.
 set -e
 PKGS="build-essential pkg-config libopenblas-dev libopenblas0-pthread libzip-dev libcjson-dev libssl-dev
-      libcfitsio-dev wcslib-dev libpng-dev libjpeg-dev libhdf5-openmpi-dev hdf5-tools openmpi-bin libinih-dev
+      libcfitsio-dev wcslib-dev zlib1g-dev libpng-dev libjpeg-dev libhdf5-openmpi-dev hdf5-tools openmpi-bin libinih-dev
       libcsv-dev libxxhash-dev python3-numpy python3-torch python3-torchvision python3-pil python3-h5py python3-astropy
       python3-scipy python3-xxhash slurm-wlm munge iproute2 clang-14 libclang-rt-14-dev
       libcairo2-dev fonts-dejavu-core chromium liblapacke-dev python3-sklearn"

@@ -11,16 +11,10 @@
 
 #include "mc.h"
 
-/* e^x for float: round x/ln2 to n with the 1.5*2^23 trick, reduce with a two-part ln2, Taylor degree 6 on
- * |r| <= ln2/2 (truncation error < 1.2e-7 relative), scale by 2^n through the exponent bits. Branch-free so
- * loops calling it vectorise. Inputs are clamped to the range where e^x is a normal float. */
-static inline float expf_fast(float x)
+/* e^r * 2^n for |r| <= ln2/2: Taylor degree 6 (truncation error < 1.2e-7 relative), the scale through the
+ * exponent bits. */
+static inline float exp_reduced(float r, float n)
 {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    const float shift = 12582912.0f; /* 1.5 * 2^23 */
-    float n = (x * 1.44269504088896341f + shift) - shift;
-    float r = x - n * 0.693145751953125f; /* ln2 high part, exact in float */
-    r = r - n * 1.428606765330187045e-06f;  /* ln2 low part */
     float p = 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
     p = p * r + 1.0f / 24.0f;
@@ -32,6 +26,18 @@ static inline float expf_fast(float x)
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
+}
+
+/* e^x for float: round x/ln2 to n with the 1.5*2^23 trick, reduce with a two-part ln2, then exp_reduced.
+ * Branch-free so loops calling it vectorise. Inputs are clamped to the range where e^x is a normal float. */
+static inline float expf_fast(float x)
+{
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float shift = 12582912.0f; /* 1.5 * 2^23 */
+    float n = (x * 1.44269504088896341f + shift) - shift;
+    float r = x - n * 0.693145751953125f; /* ln2 high part, exact in float */
+    r = r - n * 1.428606765330187045e-06f;  /* ln2 low part */
+    return exp_reduced(r, n);
 }
 
 float nn_expf(float x)
@@ -52,17 +58,7 @@ static inline float expf_parts(float p, float h, float l)
     float n = (xc * 1.44269504088896341f + shift) - shift;
     float r = p - (h + n * 0.693145751953125f);
     r = r - n * 1.428606765330187045e-06f - l;
-    float q = 1.0f / 720.0f;
-    q = q * r + 1.0f / 120.0f;
-    q = q * r + 1.0f / 24.0f;
-    q = q * r + 1.0f / 6.0f;
-    q = q * r + 0.5f;
-    q = q * r + 1.0f;
-    q = q * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return x < -87.0f ? 0.0f : q * scale;
+    return x < -87.0f ? 0.0f : exp_reduced(r, n);
 }
 
 /* erfc(|x|/sqrt2) via the Chebyshev-fitted form t*exp(-z^2 + P(t)), z = |x|/sqrt2, t = 1/(1+z/2)
@@ -146,14 +142,9 @@ static inline vfa vrecip(vfa d)
 #endif
 }
 
-static inline vfa vexp(vfa x)
+/* exp_reduced on native vectors */
+static inline vfa vexp_reduced(vfa r, vfa n)
 {
-    x = vselect(x < vsplat(-87.0f), vsplat(-87.0f), x);
-    x = vselect(x > vsplat(88.0f), vsplat(88.0f), x);
-    const vfa shift = vsplat(12582912.0f);
-    vfa n = (x * 1.44269504088896341f + shift) - shift;
-    vfa r = x - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187045e-06f;
     vfa p = vsplat(1.0f / 720.0f);
     p = p * r + 1.0f / 120.0f;
     p = p * r + 1.0f / 24.0f;
@@ -163,6 +154,17 @@ static inline vfa vexp(vfa x)
     p = p * r + 1.0f;
     via bits = (__builtin_convertvector(n, via) + 127) << 23;
     return p * (vfa)bits;
+}
+
+static inline vfa vexp(vfa x)
+{
+    x = vselect(x < vsplat(-87.0f), vsplat(-87.0f), x);
+    x = vselect(x > vsplat(88.0f), vsplat(88.0f), x);
+    const vfa shift = vsplat(12582912.0f);
+    vfa n = (x * 1.44269504088896341f + shift) - shift;
+    vfa r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    return vexp_reduced(r, n);
 }
 
 static inline vfa vexp_parts(vfa p, vfa h, vfa l)
@@ -175,15 +177,7 @@ static inline vfa vexp_parts(vfa p, vfa h, vfa l)
     vfa n = (xc * 1.44269504088896341f + shift) - shift;
     vfa r = p - (h + n * 0.693145751953125f);
     r = r - n * 1.428606765330187045e-06f - l;
-    vfa q = vsplat(1.0f / 720.0f);
-    q = q * r + 1.0f / 120.0f;
-    q = q * r + 1.0f / 24.0f;
-    q = q * r + 1.0f / 6.0f;
-    q = q * r + 0.5f;
-    q = q * r + 1.0f;
-    q = q * r + 1.0f;
-    via bits = (__builtin_convertvector(n, via) + 127) << 23;
-    return vselect(under, vsplat(0.0f), q * (vfa)bits);
+    return vselect(under, vsplat(0.0f), vexp_reduced(r, n));
 }
 
 static inline vfa vgelu(vfa x)

@@ -21,7 +21,7 @@ void nn_gemm_fused(int M, int N, int K, const float *A, int lda, const float *W,
                    const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc);
 
 /* 3x3 stride-1 dense convolution by Winograd F(m x m, 3x3), m = 2 or 4 (nn/winograd.c), NHWC. nn_wino_pick:
- * the m for a layer's channel counts, 0 where it does not apply. u: the transformed weights, a^2 x cout x cin
+ * the m for a layer's channel counts (multiples of 8, at least 16), 0 where it does not apply. u: the transformed weights, a^2 x cout x cin
  * floats (a = m + 2), from nn_wino_weights (w is [cout][3][3][cin]). The tiles (m x m output blocks,
  * nn_wino_tiles of them) go T at a time (nn_wino_block); v: a^2*T*cin floats, mm: a^2*T*cout, scr:
  * a^2*cin + m^2*cout. y = act(conv + bias + res); bias, res may be NULL. */

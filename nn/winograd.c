@@ -12,8 +12,8 @@
 #include "mc.h"
 #include "nn/kernels.h"
 
-/* Channels go VW at a time (16 on AVX-512, 8 on AVX2, 4 otherwise); nn_wino_pick keeps cin and cout
- * multiples of 16. */
+/* Channels go VW at a time (16 on AVX-512, 8 on AVX2, 4 otherwise), the last chunk of a channel count that is
+ * not a multiple of VW through a partial load and store. */
 #if defined(__AVX512F__)
 #define VW 16
 #elif defined(__AVX__)
@@ -23,17 +23,26 @@
 #endif
 typedef float wv __attribute__((vector_size(VW * 4)));
 
-static inline wv ld(const float *p)
+/* n (1..VW) floats at p, zeros after. The chunk functions below are inlined twice, with n == VW (one vector
+ * load) and with the remainder. */
+__attribute__((always_inline)) static inline wv ld(const float *p, const int n)
 {
-    wv v;
-    memcpy(&v, p, sizeof v);
+    wv v = {0};
+    if (n == VW)
+        memcpy(&v, p, sizeof v);
+    else
+        memcpy(&v, p, sizeof(float) * (size_t)n);
     return v;
 }
 
-static inline void st(float *p, wv v)
+__attribute__((always_inline)) static inline void st(float *p, wv v, const int n)
 {
-    memcpy(p, &v, sizeof v);
+    if (n == VW)
+        memcpy(p, &v, sizeof v);
+    else
+        memcpy(p, &v, sizeof(float) * (size_t)n);
 }
+
 
 /* The transforms (Lavin and Gray's matrices for the points 0, +-1 (F2) and 0, +-1, +-2 (F4)). */
 static const float BT2[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
@@ -62,35 +71,45 @@ static const float AT4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1,
 
 int nn_wino_pick(int cin, int cout)
 {
-    if (cin < 16 || cout < 16 || cin % 16 || cout % 16) return 0;
+    if (cin < 16 || cout < 16 || cin % 8 || cout % 8) return 0;
     /* F(4x4) where its transformed weights (36 cin cout floats of scratch) stay within those F(2x2) needs
      * for ResNet's widest layers (16 x 512 x 512) */
     return (long)cin * cout <= 256L * 256 ? 4 : 2;
 }
 
+/* U for input channels i.. (nv of them) of one output channel: (G g G^T) */
+__attribute__((always_inline)) static inline void weights_chunk(const int m, const float *wo, float *uo, int cin,
+                                                                size_t plane, int i, const int nv)
+{
+    const int a = m + 2;
+    wv g[3][3], t[6][3];
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++) g[ky][kx] = ld(wo + (size_t)(ky * 3 + kx) * cin + i, nv);
+#pragma GCC unroll 6
+    for (int r = 0; r < a; r++) /* G g */
+        for (int kx = 0; kx < 3; kx++) DOT(t[r][kx], 3, GG(m, r, j_), g[j_][kx]);
+#pragma GCC unroll 6
+    for (int r = 0; r < a; r++) /* (G g) G^T */
+#pragma GCC unroll 6
+        for (int q = 0; q < a; q++) {
+            wv v;
+            DOT(v, 3, GG(m, q, j_), t[r][j_]);
+            st(uo + (size_t)(r * a + q) * plane + i, v, nv);
+        }
+}
+
 __attribute__((always_inline)) static inline void weights_m(const int m, const float *w, int cout, int cin,
                                                             float *u)
 {
-    const int a = m + 2;
     const size_t plane = (size_t)cout * cin;
     for (int o = 0; o < cout; o++) {
         const float *wo = w + (size_t)o * 9 * cin;
         float *uo = u + (size_t)o * cin;
         for (int i = 0; i < cin; i += VW) {
-            wv g[3][3], t[6][3];
-            for (int ky = 0; ky < 3; ky++)
-                for (int kx = 0; kx < 3; kx++) g[ky][kx] = ld(wo + (size_t)(ky * 3 + kx) * cin + i);
-#pragma GCC unroll 6
-            for (int r = 0; r < a; r++) /* G g */
-                for (int kx = 0; kx < 3; kx++) DOT(t[r][kx], 3, GG(m, r, j_), g[j_][kx]);
-#pragma GCC unroll 6
-            for (int r = 0; r < a; r++) /* (G g) G^T */
-#pragma GCC unroll 6
-                for (int q = 0; q < a; q++) {
-                    wv v;
-                    DOT(v, 3, GG(m, q, j_), t[r][j_]);
-                    st(uo + (size_t)(r * a + q) * plane + i, v);
-                }
+            if (cin - i >= VW)
+                weights_chunk(m, wo, uo, cin, plane, i, VW);
+            else
+                weights_chunk(m, wo, uo, cin, plane, i, cin - i);
         }
     }
 }
@@ -137,6 +156,52 @@ int nn_wino_block(int m, int cin, int cout, long tiles)
     return (int)t;
 }
 
+/* V for input channels i.. (nv of them) of one tile (rows rs apart, pixels cin apart): B^T d B */
+__attribute__((always_inline)) static inline void input_chunk(const int m, const float *src, size_t rs, int cin,
+                                                              float *vt, size_t vs, int i, const int nv)
+{
+    const int a = m + 2;
+    wv d[6][6], e[6][6];
+    for (int r = 0; r < a; r++)
+        for (int q = 0; q < a; q++) d[r][q] = ld(src + r * rs + (size_t)q * cin + i, nv);
+#pragma GCC unroll 6
+    for (int r = 0; r < a; r++)
+#pragma GCC unroll 6
+        for (int q = 0; q < a; q++) DOT(e[r][q], a, BT(m, r, j_), d[j_][q]);
+#pragma GCC unroll 6
+    for (int r = 0; r < a; r++)
+#pragma GCC unroll 6
+        for (int q = 0; q < a; q++) {
+            wv s;
+            DOT(s, a, BT(m, q, j_), e[r][j_]);
+            st(vt + (size_t)(r * a + q) * vs + i, s, nv);
+        }
+}
+
+/* the m x m outputs of output channels o.. (nv of them) of one tile, + bias: A^T M A */
+__attribute__((always_inline)) static inline void output_chunk(const int m, const float *mt, size_t ms,
+                                                               const float *bias, float *out, int cout, int o,
+                                                               const int nv)
+{
+    const int a = m + 2;
+    wv q[6][6], s[4][6];
+    for (int r = 0; r < a; r++)
+        for (int c = 0; c < a; c++) q[r][c] = ld(mt + (size_t)(r * a + c) * ms + o, nv);
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++)
+#pragma GCC unroll 6
+        for (int c = 0; c < a; c++) DOT(s[r][c], a, AT(m, r, j_), q[j_][c]);
+    const wv bo = bias ? ld(bias + o, nv) : (wv){0};
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < m; c++) {
+            wv yv;
+            DOT(yv, a, AT(m, c, j_), s[r][j_]);
+            st(out + (size_t)(r * m + c) * cout + o, bo + yv, nv);
+        }
+}
+
 __attribute__((always_inline)) static inline void conv_m(const int m, const float *x, int n, int h, int w, int cin,
                                                          const float *u, int cout, int pad, int oh, int ow,
                                                          const float *bias, const float *res, nn_act act, float *y,
@@ -164,21 +229,10 @@ __attribute__((always_inline)) static inline void conv_m(const int m, const floa
             }
             float *vt = v + (size_t)t * cin;
             for (int i = 0; i < cin; i += VW) {
-                wv d[6][6], e[6][6];
-                for (int r = 0; r < a; r++)
-                    for (int q = 0; q < a; q++) d[r][q] = ld(src + r * rs + (size_t)q * cin + i);
-#pragma GCC unroll 6
-                for (int r = 0; r < a; r++)
-#pragma GCC unroll 6
-                    for (int q = 0; q < a; q++) DOT(e[r][q], a, BT(m, r, j_), d[j_][q]);
-#pragma GCC unroll 6
-                for (int r = 0; r < a; r++)
-#pragma GCC unroll 6
-                    for (int q = 0; q < a; q++) {
-                        wv s;
-                        DOT(s, a, BT(m, q, j_), e[r][j_]);
-                        st(vt + (size_t)(r * a + q) * vs + i, s);
-                    }
+                if (cin - i >= VW)
+                    input_chunk(m, src, rs, cin, vt, vs, i, VW);
+                else
+                    input_chunk(m, src, rs, cin, vt, vs, i, cin - i);
             }
         }
         for (int xi = 0; xi < a2; xi++) /* M[xi] = V[xi] U[xi]^T */
@@ -189,22 +243,10 @@ __attribute__((always_inline)) static inline void conv_m(const int m, const floa
             const int oy0 = (int)(rem / tx) * m, ox0 = (int)(rem % tx) * m;
             const float *mt = mm + (size_t)t * cout;
             for (int o = 0; o < cout; o += VW) {
-                wv q[6][6], s[4][6];
-                for (int r = 0; r < a; r++)
-                    for (int c = 0; c < a; c++) q[r][c] = ld(mt + (size_t)(r * a + c) * ms + o);
-#pragma GCC unroll 4
-                for (int r = 0; r < m; r++)
-#pragma GCC unroll 6
-                    for (int c = 0; c < a; c++) DOT(s[r][c], a, AT(m, r, j_), q[j_][c]);
-                const wv bo = bias ? ld(bias + o) : (wv){0};
-#pragma GCC unroll 4
-                for (int r = 0; r < m; r++)
-#pragma GCC unroll 4
-                    for (int c = 0; c < m; c++) {
-                        wv yv;
-                        DOT(yv, a, AT(m, c, j_), s[r][j_]);
-                        st(out + (size_t)(r * m + c) * cout + o, bo + yv);
-                    }
+                if (cout - o >= VW)
+                    output_chunk(m, mt, ms, bias, out, cout, o, VW);
+                else
+                    output_chunk(m, mt, ms, bias, out, cout, o, cout - o);
             }
             for (int dy = 0; dy < m; dy++)
                 for (int dx = 0; dx < m; dx++) {

@@ -274,6 +274,7 @@ int main(void)
     test_conv(1, 9, 7, 16, 16, 3, 1, 0, 0, 1);   /* no padding */
     test_conv(4, 40, 40, 16, 16, 3, 1, 1, 0, 1); /* 1600 tiles: more than one block */
     test_conv(2, 7, 7, 272, 256, 3, 1, 1, 0, 1); /* cin x cout past 256 x 256: F(2x2, 3x3) */
+    test_conv(2, 12, 10, 24, 40, 3, 1, 1, 0, 1); /* channels not a multiple of 16 (EfficientNetV2's 24) */
     test_conv(1, 14, 14, 40, 40, 7, 1, 3, 1, 0); /* ConvNeXt depthwise 7x7 */
     test_conv(2, 15, 15, 24, 24, 5, 2, 2, 1, 0); /* EfficientNet depthwise 5x5 stride 2 */
     test_conv(1, 8, 8, 17, 17, 3, 1, 1, 1, 0);   /* odd channel count */

@@ -5,11 +5,11 @@
 #include "nn/kernels.h"
 
 #include <cblas.h>
-#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #include "mc.h"
+#include "nn/vec.h"
 
 /* e^r * 2^n for |r| <= ln2/2: Taylor degree 6 (truncation error < 1.2e-7 relative), the scale through the
  * exponent bits. */
@@ -100,73 +100,6 @@ static inline float sigmoid(float x)
     return 1.0f / (1.0f + expf_fast(-x));
 }
 
-/* The same functions on one native vector at a time (VA floats: 16 on AVX-512, 8 on AVX2, 4 on SSE), in GCC
- * vector extensions: the scalar forms above, operation for operation, so the vector and the scalar tail
- * agree to an ulp. GCC's auto-vectoriser handles the scalar loops poorly (masked divisions, two exps per
- * GELU: 2-4 ns per value against about 1 here). */
-#if defined(__AVX512F__)
-#define VA 16
-#elif defined(__AVX__)
-#define VA 8
-#else
-#define VA 4
-#endif
-typedef float vfa __attribute__((vector_size(VA * 4)));
-typedef int32_t via __attribute__((vector_size(VA * 4)));
-
-static inline vfa vsplat(float v)
-{
-    return v - (vfa){0}; /* the scalar broadcast; x - 0 is x, signed zeros included */
-}
-
-static inline vfa vload(const float *p)
-{
-    vfa v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline vfa vselect(via mask, vfa a, vfa b) /* mask lanes -1: a, 0: b */
-{
-    return (vfa)(((via)a & mask) | ((via)b & ~mask));
-}
-
-/* 1/d: on AVX-512 the 14-bit estimate and one Newton step (within an ulp, a tenth of vdivps's cost) */
-static inline vfa vrecip(vfa d)
-{
-#ifdef __AVX512F__
-    vfa r = (vfa)_mm512_rcp14_ps((__m512)d);
-    return r * (2.0f - d * r);
-#else
-    return 1.0f / d;
-#endif
-}
-
-/* exp_reduced on native vectors */
-static inline vfa vexp_reduced(vfa r, vfa n)
-{
-    vfa p = vsplat(1.0f / 720.0f);
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    via bits = (__builtin_convertvector(n, via) + 127) << 23;
-    return p * (vfa)bits;
-}
-
-static inline vfa vexp(vfa x)
-{
-    x = vselect(x < vsplat(-87.0f), vsplat(-87.0f), x);
-    x = vselect(x > vsplat(88.0f), vsplat(88.0f), x);
-    const vfa shift = vsplat(12582912.0f);
-    vfa n = (x * 1.44269504088896341f + shift) - shift;
-    vfa r = x - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187045e-06f;
-    return vexp_reduced(r, n);
-}
-
 static inline vfa vexp_parts(vfa p, vfa h, vfa l)
 {
     vfa x = p - h;
@@ -217,21 +150,21 @@ void nn_act_apply(float *x, size_t n, nn_act act)
         for (; i + VA <= n; i += VA) {
             vfa v = vload(x + i);
             v = v * vsigmoid(v);
-            memcpy(x + i, &v, sizeof v);
+            vstore(x + i, v);
         }
         for (; i < n; i++) x[i] = x[i] * sigmoid(x[i]);
         break;
     case NN_ACT_GELU:
         for (; i + VA <= n; i += VA) {
             vfa v = vgelu(vload(x + i));
-            memcpy(x + i, &v, sizeof v);
+            vstore(x + i, v);
         }
         for (; i < n; i++) x[i] = gelu(x[i]);
         break;
     case NN_ACT_SIGMOID:
         for (; i + VA <= n; i += VA) {
             vfa v = vsigmoid(vload(x + i));
-            memcpy(x + i, &v, sizeof v);
+            vstore(x + i, v);
         }
         for (; i < n; i++) x[i] = sigmoid(x[i]);
         break;

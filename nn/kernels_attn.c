@@ -1,5 +1,5 @@
 /* nn/kernels_attn.c: the kernels declared in nn/kernels_attn.h (attention, softmax, tanh-GELU, padding,
- * average pooling). Exactness first, as nn/kernels.c: exp through nn_expf (~2e-7 relative), sums in float
+ * average pooling). Exactness first, as nn/kernels.c: exp as nn_expf (~2e-7 relative, on native vectors), sums in float
  * in the order torch uses for short rows. Does not decide layout or fusion (nn/arch_maxvit.c does). */
 #include "nn/kernels_attn.h"
 
@@ -8,13 +8,20 @@
 
 #include "mc.h"
 #include "nn/kernels.h"
+#include "nn/vec.h"
 
 void nn_gelu_tanh_apply(float *x, size_t n)
 {
     /* 0.5 x (1 + tanh(u)) = x / (1 + e^{-2u}): the same function without the cancellation of 1 + tanh(u) for
      * negative u, so relative accuracy holds over the whole range (nn_expf clamps its argument) */
     const float k0 = 0.7978845608028654f, k1 = 0.044715f;
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    for (; i + VA <= n; i += VA) {
+        vfa v = vload(x + i);
+        vfa u = k0 * (v + k1 * v * v * v);
+        vstore(x + i, v / (1.0f + vexp(-2.0f * u)));
+    }
+    for (; i < n; i++) {
         float v = x[i];
         float u = k0 * (v + k1 * v * v * v);
         x[i] = v / (1.0f + nn_expf(-2.0f * u));
@@ -27,8 +34,11 @@ void nn_softmax_rows(float *x, long rows, int n)
         float *v = x + (size_t)r * n;
         float mx = v[0];
         for (int i = 1; i < n; i++) mx = v[i] > mx ? v[i] : mx;
+        int i = 0;
+        for (; i + VA <= n; i += VA) vstore(v + i, vexp(vload(v + i) - mx));
+        for (; i < n; i++) v[i] = nn_expf(v[i] - mx);
         float s = 0.0f;
-        for (int i = 0; i < n; i++) s += (v[i] = nn_expf(v[i] - mx));
+        for (i = 0; i < n; i++) s += v[i]; /* in order, as before */
         float inv = 1.0f / s;
         for (int i = 0; i < n; i++) v[i] *= inv;
     }

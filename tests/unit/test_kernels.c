@@ -117,8 +117,8 @@ static nn_wfile *fake_file(int nt, const char **names, const int *ndims, const i
     return wf;
 }
 
-/* wino: an fp32 plan that takes Winograd for 3x3 stride-1 layers (F(4x4) up to 256 x 256 channels, F(2x2)
- * beyond), tested with a residual and ReLU as ResNet's and the detector's layers use them */
+/* wino: an fp32 plan that takes Winograd for 3x3 stride-1 layers (F(4x4) for 128-256 channels in and out,
+ * F(2x2) otherwise), tested with a residual and ReLU as ResNet's and the detector's layers use them */
 static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, int depthwise, int wino)
 {
     int oh = nn_conv_out(h, k, s, p), ow = nn_conv_out(w, k, s, p);
@@ -270,10 +270,12 @@ int main(void)
     test_conv(1, 16, 16, 12, 12, 4, 4, 0, 0, 0); /* ConvNeXt stem patchify */
     test_conv(3, 20, 20, 64, 64, 3, 1, 1, 0, 0); /* enough rows to span several GEMM tiles */
     test_conv(3, 20, 20, 64, 64, 3, 1, 1, 0, 1); /* the same by Winograd F(2x2, 3x3), + residual, ReLU */
+    test_conv(2, 13, 11, 128, 160, 3, 1, 1, 0, 1); /* F(4x4, 3x3), tiles cut at the edges */
+    test_conv(1, 10, 9, 256, 128, 3, 1, 0, 0, 1);  /* F(4x4), no padding */
     test_conv(2, 13, 11, 32, 48, 3, 1, 1, 0, 1); /* odd output sizes: tiles cut at the edges */
     test_conv(1, 9, 7, 16, 16, 3, 1, 0, 0, 1);   /* no padding */
     test_conv(4, 40, 40, 16, 16, 3, 1, 1, 0, 1); /* 1600 tiles: more than one block */
-    test_conv(2, 7, 7, 272, 256, 3, 1, 1, 0, 1); /* cin x cout past 256 x 256: F(2x2, 3x3) */
+    test_conv(2, 7, 7, 272, 256, 3, 1, 1, 0, 1); /* cin x cout past 256 x 256: F(2x2) again */
     test_conv(2, 12, 10, 24, 40, 3, 1, 1, 0, 1); /* channels not a multiple of 16 (EfficientNetV2's 24) */
     test_conv(1, 14, 14, 40, 40, 7, 1, 3, 1, 0); /* ConvNeXt depthwise 7x7 */
     test_conv(2, 15, 15, 24, 24, 5, 2, 2, 1, 0); /* EfficientNet depthwise 5x5 stride 2 */

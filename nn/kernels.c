@@ -15,13 +15,9 @@
  * exponent bits. */
 static inline float exp_reduced(float r, float n)
 {
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    float p = NN_EXP_TAYLOR[0];
+#pragma GCC unroll 8
+    for (int k = 1; k < 7; k++) p = p * r + NN_EXP_TAYLOR[k];
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
@@ -61,6 +57,10 @@ static inline float expf_parts(float p, float h, float l)
     return x < -87.0f ? 0.0f : exp_reduced(r, n);
 }
 
+/* Numerical Recipes' erfcc polynomial P(t), highest term first (scalar and vector forms share it) */
+static const float ERFCC[10] = {0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
+                                -0.18628806f, 0.09678418f,  0.37409196f, 1.00002368f, -1.26551223f};
+
 /* erfc(|x|/sqrt2) via the Chebyshev-fitted form t*exp(-z^2 + P(t)), z = |x|/sqrt2, t = 1/(1+z/2)
  * (Numerical Recipes' erfcc; fractional error below 1.2e-7 for every z), which keeps relative accuracy in
  * the far tail. z^2 = x^2/2 is formed from x itself, split as x = xh + xl with xh holding 12 significant
@@ -69,16 +69,9 @@ static inline float erfc_scaled(float x)
 {
     float a = fabsf(x), z = a * 0.70710678118654752f;
     float t = 1.0f / (1.0f + 0.5f * z);
-    float p = 0.17087277f;
-    p = p * t - 0.82215223f;
-    p = p * t + 1.48851587f;
-    p = p * t - 1.13520398f;
-    p = p * t + 0.27886807f;
-    p = p * t - 0.18628806f;
-    p = p * t + 0.09678418f;
-    p = p * t + 0.37409196f;
-    p = p * t + 1.00002368f;
-    p = p * t - 1.26551223f;
+    float p = ERFCC[0];
+#pragma GCC unroll 10
+    for (int k = 1; k < 10; k++) p = p * t + ERFCC[k];
     uint32_t ab;
     memcpy(&ab, &a, sizeof ab);
     ab &= 0xfffff000u;
@@ -117,16 +110,9 @@ static inline vfa vgelu(vfa x)
 {
     vfa a = (vfa)((via)x & 0x7fffffff), z = a * 0.70710678118654752f;
     vfa t = vrecip(1.0f + 0.5f * z);
-    vfa p = vsplat(0.17087277f);
-    p = p * t - 0.82215223f;
-    p = p * t + 1.48851587f;
-    p = p * t - 1.13520398f;
-    p = p * t + 0.27886807f;
-    p = p * t - 0.18628806f;
-    p = p * t + 0.09678418f;
-    p = p * t + 0.37409196f;
-    p = p * t + 1.00002368f;
-    p = p * t - 1.26551223f;
+    vfa p = vsplat(ERFCC[0]);
+#pragma GCC unroll 10
+    for (int k = 1; k < 10; k++) p = p * t + ERFCC[k];
     vfa ah = (vfa)((via)a & (int32_t)0xfffff000u);
     vfa e = t * vexp_parts(p, 0.5f * ah * ah, 0.5f * (a - ah) * (a + ah));
     vfa one_plus_erf = vselect(x < 0.0f, e, 2.0f - e);

@@ -45,8 +45,9 @@ static void png_row_to_planes(const unsigned char *row, int w, int nch, int dept
         float *dst = planes + ch * plane + (size_t)y * w;
         if (depth == 16) {
             const uint16_t *r16 = (const uint16_t *)row; /* host order after png_set_swap */
-            /* 16-bit samples scaled to 0..255 (65535 -> 255), keeping their precision. */
-            for (int x = 0; x < w; x++) dst[x] = (float)r16[(size_t)x * nch + ch] * (float)(1.0 / 257.0);
+            /* 16-bit samples scaled to 0..255 (65535 -> 255), keeping their precision: v / 257 rounded once
+             * from double, as numpy's; times float(1/257) is an ulp off for some samples (60524 among them) */
+            for (int x = 0; x < w; x++) dst[x] = (float)(r16[(size_t)x * nch + ch] / 257.0);
         } else {
             for (int x = 0; x < w; x++) dst[x] = (float)row[(size_t)x * nch + ch];
         }

@@ -4,10 +4,12 @@
 #include "io/cutout_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fitsio.h>
 #include <math.h>
 #include <strings.h>
 #include <wcslib/wcslib.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define FITS_MAXDIM 9
@@ -457,6 +459,58 @@ static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char 
     return bad;
 }
 
+/* 1 when the HDU has neither BSCALE nor BZERO other than 1 and 0 (scale_key_bad has vetted both). */
+static int unscaled(fitsfile *f)
+{
+    double v;
+    int st = 0;
+    if (!fits_read_key(f, TDOUBLE, "BSCALE", &v, NULL, &st) && v != 1.0) return 0;
+    st = 0;
+    if (!fits_read_key(f, TDOUBLE, "BZERO", &v, NULL, &st) && v != 0.0) return 0;
+    return 1;
+}
+
+/* Big-endian float32 to native, NaN and Inf to NAN, denormals and -0 to 0 (as CFITSIO's reading with a NaN
+ * null value). Masks rather than selects, and a function of its own, so that it vectorises. */
+__attribute__((noinline)) static void swap_float32(uint32_t *u, size_t n)
+{
+    const uint32_t nan_bits = 0x7fc00000u; /* NAN */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = __builtin_bswap32(u[i]), e = v & 0x7f800000u;
+        uint32_t zero = -(uint32_t)(e == 0), nan = -(uint32_t)(e == 0x7f800000u);
+        u[i] = (v & ~zero & ~nan) | (nan_bits & nan);
+    }
+}
+
+/* An unscaled float32 image (the cutout services' kind) read straight into the planes: n values from byte
+ * datastart of the file (or of mem, an inflated gzip stream), whose length has been checked. CFITSIO's
+ * fits_read_img copies through its buffers and tests every value: 0.5 ms of a 256 px g,r,z cube, a fortieth
+ * of EfficientNet-B0's time per galaxy. 0, or -1 with errno. */
+static int read_float32(const char *path, const unsigned char *mem, int64_t datastart, size_t n, float *pix)
+{
+    uint32_t *u = (uint32_t *)(void *)pix;
+    if (mem) {
+        memcpy(u, mem + datastart, n * 4);
+    } else {
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) return -1;
+        size_t got = 0;
+        while (got < n * 4) {
+            ssize_t k = pread(fd, (char *)u + got, n * 4 - got, (off_t)(datastart + (int64_t)got));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) {
+                if (k == 0) errno = EIO; /* shorter than its length said a moment ago */
+                close(fd);
+                return -1;
+            }
+            got += (size_t)k;
+        }
+        close(fd);
+    }
+    swap_float32(u, n);
+    return 0;
+}
+
 /* A gzip file inflated into memory (*out, *n bytes; members after the first appended, bytes after the last
  * ignored, as gzip does), at most IO_GZIP_MAX bytes: 0, or 1 and why. CFITSIO would inflate it too, but then
  * parse headers morphcat has not checked. */
@@ -666,7 +720,13 @@ if (!zimg && size < datastart + plane_bytes * nb) {
     /* A NaN null value makes CFITSIO return BLANK (integer) and NaN (float) pixels as NaN. */
     float nanv = NAN;
     int anynul = 0;
-    if (fits_read_img(f, TFLOAT, 1, npix, &nanv, pix, &anynul, &status)) {
+    if (!zimg && bitpix == FLOAT_IMG && unscaled(f)) {
+        if (read_float32(path, mem, datastart, (size_t)npix, pix)) {
+            rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: float32 pixel data unreadable (%s)", path, hdunum,
+                                strerror(errno));
+            goto done;
+        }
+    } else if (fits_read_img(f, TFLOAT, 1, npix, &nanv, pix, &anynul, &status)) {
         rc = io_cutout_fail(err, MC_ROW_CORRUPT,
                             "%s: HDU %d: truncated or corrupt %s pixel data (cfitsio: %s)", path, hdunum,
                             zimg ? "tile-compressed" : bitpix_name(bitpix), fits_reason(status, why));

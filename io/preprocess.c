@@ -7,6 +7,10 @@
 #include <math.h>
 #include <strings.h>
 
+/* Full-width vectors where the CPU has them: GCC's default of 256 bits on AVX-512 left the colour stage (three
+ * asinh and a sine per pixel) at 1.4 ms of a 256 px cube's 2 ms; 512 bits take it to 0.9. No effect on AVX2. */
+#pragma GCC target("prefer-vector-width=512")
+
 /* ------------------------------------------------------------------------------------ recipe specs */
 
 /* A per-galaxy refusal: message into err, the row status returned. */
@@ -588,20 +592,62 @@ static void resample_rows(const pp_axis *a, int origin, const float *src, int le
     }
 }
 
-/* dst (cols x rows) = src (rows x cols)^T, in 32 x 32 tiles so both sides stay in cache lines. */
+typedef float pp_v8 __attribute__((vector_size(32)));
+typedef int32_t pp_i8 __attribute__((vector_size(32)));
+
+/* The 8 x 8 block at src (row stride ls) transposed into dst (row stride ld), in three rounds of shuffles
+ * (pairs of rows interleaved, then pairs of pairs, then halves): AVX's unpack/shuffle/permute. */
+static inline void transpose8(const float *src, size_t ls, float *dst, size_t ld)
+{
+    pp_v8 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) memcpy(&r[i], src + i * ls, sizeof r[i]);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], (pp_i8){0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (pp_i8){2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int j = 0; j < 2; j++) {
+            u[i + 2 * j] = __builtin_shuffle(t[i + j], t[i + j + 2], (pp_i8){0, 1, 8, 9, 4, 5, 12, 13});
+            u[i + 2 * j + 1] = __builtin_shuffle(t[i + j], t[i + j + 2], (pp_i8){2, 3, 10, 11, 6, 7, 14, 15});
+        }
+    for (int j = 0; j < 4; j++) {
+        pp_v8 lo = __builtin_shuffle(u[j], u[j + 4], (pp_i8){0, 1, 2, 3, 8, 9, 10, 11});
+        pp_v8 hi = __builtin_shuffle(u[j], u[j + 4], (pp_i8){4, 5, 6, 7, 12, 13, 14, 15});
+        memcpy(dst + j * ld, &lo, sizeof lo);
+        memcpy(dst + (j + 4) * ld, &hi, sizeof hi);
+    }
+}
+
+/* dst (cols x rows) = src (rows x cols)^T: 8 x 8 blocks in registers (element by element cost 1.4 ns each, a
+ * sixth of the recipe), within 32 x 32 tiles so both sides stay in cache lines; the edges element by element. */
 static void transpose(const float *restrict src, int rows, int cols, float *restrict dst)
 {
     for (int r0 = 0; r0 < rows; r0 += 32)
         for (int c0 = 0; c0 < cols; c0 += 32) {
             int r1 = r0 + 32 < rows ? r0 + 32 : rows, c1 = c0 + 32 < cols ? c0 + 32 : cols;
+            int r8 = r0 + ((r1 - r0) & ~7), c8 = c0 + ((c1 - c0) & ~7);
+            for (int r = r0; r < r8; r += 8)
+                for (int c = c0; c < c8; c += 8)
+                    transpose8(src + (size_t)r * cols + c, (size_t)cols, dst + (size_t)c * rows + r, (size_t)rows);
             for (int r = r0; r < r1; r++)
-                for (int c = c0; c < c1; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+                for (int c = r < r8 ? c8 : c0; c < c1; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
         }
 }
 
 static size_t align16(size_t n)
 {
     return (n + 15) & ~(size_t)15;
+}
+
+/* The 8-bit image PIL's resize returns: v clamped to [0, 1] (NaN: 0), then the nearest level, halves up. Two
+ * loops: in one, GCC turns the clamp into branches (v <= 0 gives a known 0) and vectorises neither. */
+static void quantize_levels(float *o, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = o[i] > 0.0f ? o[i] : 0.0f;
+        o[i] = v < 1.0f ? v : 1.0f;
+    }
+    for (size_t i = 0; i < n; i++) o[i] = (float)(int)(o[i] * 255.0f + 0.5f) / 255.0f; /* >= 0: the cast floors */
 }
 
 int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_work *w, float *out, char *err)
@@ -720,10 +766,7 @@ int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_wor
         resample_rows(&ay, ry0, tmp, size, size, o);
         if (kind != PP_ASINH && r->quantize) {
             /* the 8-bit image PIL's resize returns: nearest level, halves up */
-            for (size_t i = 0; i < oplane; i++) {
-                float v = o[i] > 0.0f ? (o[i] < 1.0f ? o[i] : 1.0f) : 0.0f;
-                o[i] = (float)(int)(v * 255.0f + 0.5f) / 255.0f; /* v >= 0: the cast floors */
-            }
+            quantize_levels(o, oplane);
         }
     }
     if (chans == 3 && ncol == 1) {

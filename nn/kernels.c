@@ -180,7 +180,10 @@ void nn_gemm_fused(int M, int N, int K, const float *A, int lda, const float *W,
         }
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
-    if (act != NN_ACT_NONE)
+    if (act == NN_ACT_NONE) return;
+    if (ldc == N) /* one call over the block: rows of a few dozen channels would each end in a scalar tail */
+        nn_act_apply(C, (size_t)M * N, act);
+    else
         for (int i = 0; i < M; i++) nn_act_apply(C + (size_t)i * ldc, (size_t)N, act);
 }
 

@@ -12,8 +12,6 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define FITS_MAXDIM 9
-
 /* CFITSIO's short text for a status code ("tried to move past end of file"). */
 static const char *fits_reason(int status, char *buf)
 {
@@ -306,159 +304,6 @@ static int scale_key_bad(fitsfile *f, const char *key, char *value)
     return !isfinite(v) || (!strcmp(key, "BSCALE") && v == 0);
 }
 
-/* the 64 bits of buf from bit `bit` on, big-endian (as the Rice code is written), zeros past len bytes */
-static inline uint64_t bits_at(const unsigned char *buf, uint64_t len, uint64_t bit)
-{
-    const uint64_t byte = bit >> 3;
-    uint64_t w = 0;
-    if (byte + 8 <= len) {
-        memcpy(&w, buf + byte, 8);
-        w = __builtin_bswap64(w);
-    } else {
-        for (uint64_t k = 0; k < 8; k++) w = w << 8 | (byte + k < len ? buf[byte + k] : 0);
-    }
-    return w << (bit & 7);
-}
-
-/* RICE_1 tiles are walked here before CFITSIO decodes them: CFITSIO 4.2's fits_rdecomp scans a run of zero
- * bytes without checking the end of its input, so a damaged tile makes it read past its buffer and crash the
- * whole job (found by fuzz/fuzz_fits.c; the input is fuzz/regress/fits/). This walks the bit stream of the
- * Rice code (White 1992; the FITS tiled-image convention, Pence et al. 2009: a first pixel of BYTEPIX bytes,
- * then per block of BLOCKSIZE pixels an FS code of 3/4/5 bits, FS - 1 = -1 for an all-zero block, the top code
- * for raw BYTEPIX*8-bit pixels, otherwise per pixel a unary count and FS low bits) and says whether a tile of
- * n pixels ends within its bytes. Nothing is decoded; the unary counts are found a 64-bit word at a time
- * (a bit at a time cost more than CFITSIO's decoding). */
-static int rice_tile_ok(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int bytepix)
-{
-    const int fsbits = bytepix == 1 ? 3 : bytepix == 2 ? 4 : 5, fsmax = bytepix == 1 ? 6 : bytepix == 2 ? 14 : 25;
-    const uint64_t end = len * 8;
-    uint64_t bit = (uint64_t)bytepix * 8;
-    if (bit > end) return 0;
-    for (int64_t i = 0; i < n; i += nblock) {
-        int64_t m = n - i < nblock ? n - i : nblock;
-        if (bit + (uint64_t)fsbits > end) return 0;
-        int fs = (int)(bits_at(buf, len, bit) >> (64 - fsbits)) - 1;
-        bit += (uint64_t)fsbits;
-        if (fs < 0) continue;
-        if (fs == fsmax) {
-            bit += (uint64_t)m * (uint64_t)bytepix * 8;
-            if (bit > end) return 0;
-            continue;
-        }
-        for (int64_t k = 0; k < m; k++) {
-            for (;;) { /* the unary part: zeros up to a one, 57 or more bits at a time (none past the end) */
-                if (bit >= end) return 0;
-                const uint64_t w = bits_at(buf, len, bit);
-                if (w) {
-                    bit += (uint64_t)__builtin_clzll(w);
-                    break;
-                }
-                bit += 64 - (bit & 7);
-            }
-            bit += 1 + (uint64_t)fs;
-            if (bit > end) return 0;
-        }
-    }
-    return 1;
-}
-
-/* For a tile-compressed HDU: 0 when its tiles are of a sane size and (RICE_1) every tile's code ends within its
- * bytes, else 1 with why. */
-static int rice_tiles_check(fitsfile *f, int naxis, const LONGLONG *naxes, char *why, size_t len)
-{
-    int st = 0;
-    long tile[FITS_MAXDIM]; /* ZTILEn (fits_get_tile_dim is the writing side's); absent: row by row */
-    if (naxis < 1 || naxis > FITS_MAXDIM) return 0;
-    int64_t tile_pix = 1;
-    for (int i = 0; i < naxis; i++) {
-        char key[16];
-        int s = 0;
-        snprintf(key, sizeof key, "ZTILE%d", i + 1);
-        if (fits_read_key(f, TLONG, key, &tile[i], NULL, &s)) tile[i] = i == 0 ? (long)naxes[0] : 1;
-        if (tile[i] < 1) return 0; /* left for CFITSIO to refuse */
-        tile_pix = tile_pix > IO_MAX_PIXELS ? tile_pix : tile_pix * tile[i];
-    }
-    /* CFITSIO allocates a whole tile per read, from ZTILEn alone: a damaged ZTILE asks for gigabytes */
-    if (tile_pix > IO_MAX_PIXELS) {
-        snprintf(why, len, "tiles of %lld pixels (ZTILEn), more than the %lld a cutout may have", (long long)tile_pix,
-                 (long long)IO_MAX_PIXELS);
-        return 1;
-    }
-    char ctype[FLEN_VALUE] = "";
-    /* (fits_get_compression_type, too, is the type CFITSIO would write, not the HDU's) */
-    if (fits_read_key(f, TSTRING, "ZCMPTYPE", ctype, NULL, &st)) return 0;
-    const int rice = !strcasecmp(ctype, "RICE_1") || !strcasecmp(ctype, "RICE_ONE");
-    /* CFITSIO takes ZVAL1 as the block size and ZVAL2 as the bytes per pixel (io_fits_headers_check has made
-     * sure ZNAME1 and ZNAME2, if given, say so, and that neither is given twice) */
-    int nblock = 32, bytepix = 4;
-    {
-        long v = 0;
-        int s = 0;
-        if (!fits_read_key(f, TLONG, "ZVAL1", &v, NULL, &s)) nblock = v > 0 && v < (1 << 20) ? (int)v : 0;
-        s = 0;
-        if (!fits_read_key(f, TLONG, "ZVAL2", &v, NULL, &s)) bytepix = v > 0 && v <= 8 ? (int)v : 0;
-    }
-    if (rice && (nblock < 1 || (bytepix != 1 && bytepix != 2 && bytepix != 4 && bytepix != 8))) {
-        snprintf(why, len, "RICE_1 with BLOCKSIZE %d and BYTEPIX %d", nblock, bytepix);
-        return 1;
-    }
-    if (bytepix == 8) bytepix = 4; /* CFITSIO codes 8-byte integers as 4-byte ones */
-    int col = 0;
-    LONGLONG rows = 0;
-    LONGLONG pcount = 0;
-    if (fits_get_colnum(f, CASEINSEN, "COMPRESSED_DATA", &col, &st) || fits_get_num_rowsll(f, &rows, &st) ||
-        fits_read_key(f, TLONGLONG, "PCOUNT", &pcount, NULL, &st))
-        return 0;
-    LONGLONG ntile[FITS_MAXDIM];
-    for (int i = 0; i < naxis; i++) ntile[i] = tile[i] > 0 ? (naxes[i] + tile[i] - 1) / tile[i] : 1;
-    unsigned char *buf = NULL;
-    LONGLONG cap = 0;
-    int bad = 0;
-    for (LONGLONG r = 1; r <= rows && !bad; r++) {
-        LONGLONG repeat = 0, offset = 0;
-        if (fits_read_descriptll(f, col, r, &repeat, &offset, &st)) {
-            snprintf(why, len, "tile %lld of %lld: unreadable descriptor", (long long)r, (long long)rows);
-            bad = 1;
-            break;
-        }
-        if (repeat == 0) continue; /* stored otherwise (GZIP_COMPRESSED_DATA, UNCOMPRESSED_DATA) */
-        if (repeat < 0 || offset < 0 || repeat + offset > pcount) { /* CFITSIO would allocate `repeat` bytes */
-            snprintf(why, len, "tile %lld of %lld claims %lld bytes at offset %lld of a %lld-byte heap", (long long)r,
-                     (long long)rows, (long long)repeat, (long long)offset, (long long)pcount);
-            bad = 1;
-            break;
-        }
-        if (repeat > cap) {
-            cap = repeat;
-            buf = mc_realloc(buf, (size_t)cap);
-        }
-        int anynul = 0;
-        if (fits_read_col(f, TBYTE, col, r, 1, repeat, NULL, buf, &anynul, &st)) {
-            /* (CFITSIO 4.2 goes on to decode what it could not read, and crashes: found by fuzz_fits) */
-            snprintf(why, len, "tile %lld of %lld: its %lld bytes cannot be read (file truncated?)", (long long)r,
-                     (long long)rows, (long long)repeat);
-            bad = 1;
-            break;
-        }
-        if (!rice) continue;
-        int64_t n = 1; /* this tile's pixels: edge tiles are cut to the image */
-        LONGLONG idx = r - 1;
-        for (int i = 0; i < naxis; i++) {
-            LONGLONG t = idx % ntile[i];
-            idx /= ntile[i];
-            LONGLONG ext = naxes[i] - t * tile[i];
-            n *= ext < tile[i] ? ext : tile[i];
-        }
-        if (!rice_tile_ok(buf, (uint64_t)repeat, n, nblock, bytepix)) {
-            snprintf(why, len, "RICE_1 tile %lld of %lld: its code runs past its %lld bytes", (long long)r,
-                     (long long)rows, (long long)repeat);
-            bad = 1;
-        }
-    }
-    free(buf);
-    return bad;
-}
-
 /* 1 when the HDU has neither BSCALE nor BZERO other than 1 and 0 (scale_key_bad has vetted both). */
 static int unscaled(fitsfile *f)
 {
@@ -710,17 +555,20 @@ if (!zimg && size < datastart + plane_bytes * nb) {
             (long long)nb);
         goto done;
     }
+    float *pix = io_cutout_reserve(c, (size_t)(w * h * nb));
     char rwhy[160];
-    if (zimg && rice_tiles_check(f, naxis, naxes, rwhy, sizeof rwhy)) {
+    int decoded = 0;
+    if (zimg && io_fits_tiles_read(f, naxis, naxes, pix, &decoded, rwhy, sizeof rwhy)) {
         rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: corrupt tile-compressed pixel data (%s)", path, hdunum,
                             rwhy);
         goto done;
     }
-    float *pix = io_cutout_reserve(c, (size_t)(w * h * nb));
     /* A NaN null value makes CFITSIO return BLANK (integer) and NaN (float) pixels as NaN. */
     float nanv = NAN;
     int anynul = 0;
-    if (!zimg && bitpix == FLOAT_IMG && unscaled(f)) {
+    if (decoded) {
+        /* the tiles were decoded by io_fits_tiles_read */
+    } else if (!zimg && bitpix == FLOAT_IMG && unscaled(f)) {
         if (read_float32(path, mem, datastart, (size_t)npix, pix)) {
             rc = io_cutout_fail(err, MC_ROW_CORRUPT, "%s: HDU %d: float32 pixel data unreadable (%s)", path, hdunum,
                                 strerror(errno));

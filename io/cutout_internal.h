@@ -3,6 +3,7 @@
 #ifndef IO_CUTOUT_INTERNAL_H
 #define IO_CUTOUT_INTERNAL_H
 
+#include <fitsio.h>
 #include <stdio.h>
 
 #include "io/cutout.h"
@@ -40,6 +41,15 @@ int io_fits_headers_check(const io_fits_bytes *b, char *why, size_t len);
  * WCSLIB sees. Returns the cards (free()) and their number in *ncards; NULL when a WCS card is malformed, with
  * its 1-based number in *bad_card and why. */
 char *io_fits_wcs_cards(const char *hdr, int nkeys, int naxis, int *ncards, int *bad_card, char *why, size_t len);
+
+#define FITS_MAXDIM 9 /* axes a FITS image may have */
+
+/* io/cutout_fits_rice.c: the tiles of the tile-compressed image HDU f is on (naxis axes of naxes pixels),
+ * checked before CFITSIO decodes any (sizes, descriptors, heap bounds, each RICE_1 tile's code within its
+ * bytes) and, when they are RICE_1-coded quantised floats, decoded into pix (the whole image, FITS order) with
+ * *decoded = 1. 0, or 1 and why for a corrupt HDU. */
+int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, float *pix, int *decoded, char *why,
+                       size_t len);
 
 /* Release the WCS kept in c (io/cutout_fits.c). */
 void io_cutout_wcs_free(io_cutout *c);

@@ -237,6 +237,39 @@ with fits.open(p("rice.fits.fz")) as hl:
 fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(cube, compression_type="GZIP_2")]).writeto(p("gz2.fz"), overwrite=True)
 with fits.open(p("gz2.fz")) as hl:
     check_fits("tile-compressed float32 cube (GZIP_2, quantised)", p("gz2.fz"), hl[1].data, rtol=1e-6)
+# RICE_1 quantised floats are decoded by morphcat itself (io/cutout_fits_rice.c), the rest by CFITSIO; astropy
+# reads through CFITSIO, so the planes must be its values bit for bit: every dither method, seeds at both ends
+# of the 10,000-value sequence, NaN (ZBLANK), exact zeros, tiles cut at the edges, cubes, float64
+rice_n = 0
+for shape in ((48, 61), (3, 40, 37)):
+    src = (rng.normal(0.0, 1.0, size=shape) * 30.0).astype(np.float32)
+    for qm, seed, tile, level in ((1, 1, None, 4.0), (1, 10000, (7, 11), 16.0), (2, 9999, (16, 16), 4.0),
+                                  (-1, 17, None, -0.01), (1, 5000, (13, 64), -0.05), (2, 2, (1, 9), 8.0)):
+        d = src.copy()
+        d.flat[::11] = 0.0
+        d.flat[5::17] = np.nan
+        ts = None if tile is None else (1,) * (len(shape) - 2) + tile
+        kw = dict(compression_type="RICE_1", quantize_method=qm, dither_seed=seed, quantize_level=level)
+        if ts:
+            kw["tile_shape"] = ts
+        fn = p("rice_float_%d.fits.fz" % rice_n)
+        rice_n += 1
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(d, **kw)]).writeto(fn, overwrite=True)
+        with fits.open(fn) as hl:
+            check_fits("RICE_1 float32 %s, ZQUANTIZ method %d, ZDITHER0 %d, tiles %s" % (shape, qm, seed, ts), fn,
+                       hl[1].data)
+fn = p("rice_float64.fits.fz")
+fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(rng.normal(0.0, 1.0, size=(30, 29)), compression_type="RICE_1",
+                                                   quantize_method=1, dither_seed=42)]).writeto(fn, overwrite=True)
+with fits.open(fn) as hl:
+    check_fits("RICE_1 float64 (quantised), read as float32", fn, hl[1].data)
+d = rng.normal(0.0, 1.0, size=(64, 64)).astype(np.float32)
+d[:16, :] = 1.0  # a constant tile cannot be quantised: CFITSIO stores it losslessly, so the whole HDU is its
+fn = p("rice_constant_tile.fits.fz")
+fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(d, compression_type="RICE_1", tile_shape=(16, 16))]).writeto(
+    fn, overwrite=True)
+with fits.open(fn) as hl:
+    check_fits("RICE_1 float32 with a losslessly stored (constant) tile", fn, hl[1].data)
 with open(p("grz.fits"), "rb") as f:
     blob = f.read()
 with open(p("grz.fits.gz"), "wb") as f:

@@ -44,11 +44,12 @@ for r in rows:
 np.save(os.path.join(out, "inputs.npy"), np.stack(xs).astype(np.float32))
 PYEOF
 
-job() { # ranks survey arch -> galaxies/s after start-up
+job() { # ranks survey arch -> "galaxies/s after start-up" "% of the job's CPU in the encoder" (one run)
     rm -f "$out/cat.h5"
     mpirun -n "$1" --bind-to core ./morphcat run --manifest "$out/$2/manifest.csv" --model "$out/$3/model.ckpt" \
-        --output "$out/cat.h5" --batch 16 --recipe gz_decals --progress-seconds 1000 2>/dev/null |
-        sed -n 's/.*steady \([0-9.]*\) galaxies\/s.*/\1/p'
+        --output "$out/cat.h5" --batch 16 --recipe gz_decals --progress-seconds 1000 2>/dev/null >"$out/job.txt"
+    echo "$(sed -n 's/.*steady \([0-9.]*\) galaxies\/s.*/\1/p' "$out/job.txt")" \
+        "$(sed -n 's/.*CPU after start-up: .* s (\([0-9.]*\)%) of it in the encoder.*/\1/p' "$out/job.txt")"
 }
 for round in 1 2; do
     for arch in efficientnet_b0 convnext_nano; do
@@ -58,9 +59,10 @@ for round in 1 2; do
             [ "$arch" = convnext_nano ] && [ "$survey" = rice ] && continue
             for ranks in 1 2; do
                 [ "$arch" = convnext_nano ] && [ "$ranks" = 2 ] && continue
-                rate=$(job $ranks $survey $arch)
-                echo "{\"impl\":\"pipeline\",\"model\":\"$arch\",\"survey\":\"$survey\",\"ranks\":$ranks,\"galaxies\":$N,\"galaxies_per_s\":${rate:-0}}" >> "$res"
-                echo "bench: pipeline $arch, $survey FITS, $ranks rank(s): ${rate:-?} galaxies/s"
+                set -- $(job $ranks $survey $arch)
+                rate=$1 share=$2
+                echo "{\"impl\":\"pipeline\",\"model\":\"$arch\",\"survey\":\"$survey\",\"ranks\":$ranks,\"galaxies\":$N,\"galaxies_per_s\":${rate:-0},\"encoder_cpu_pct\":${share:-0}}" >> "$res"
+                echo "bench: pipeline $arch, $survey FITS, $ranks rank(s): ${rate:-?} galaxies/s, ${share:-?}% of the CPU in the encoder"
             done
         done
     done

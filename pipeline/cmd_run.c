@@ -118,6 +118,7 @@ typedef struct run_state {
     int64_t counts[MC_ROW_NSTATUS]; /* rows finished by this rank in this run, by status */
     int messages_printed;
     double compute_seconds;
+    double compute_cpu; /* CPU seconds of this thread in the encoder (and detector) */
     /* the clump detector (NULL without one) and its per-unit output rows, CK slots a galaxy */
     nn_detector *det;
     mc_clump_post post;
@@ -196,13 +197,21 @@ static int commit(run_state *r, char *err)
     return 0;
 }
 
+static double cpu_seconds(clockid_t which)
+{
+    struct timespec ts;
+    if (clock_gettime(which, &ts)) return 0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int process_slot(run_state *r, mc_slot *s, char *err)
 {
     const int n = s->n, A = r->A, D = r->D, K = r->K;
-    double t0 = mc_now();
+    double t0 = mc_now(), c0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
     if (s->n_ok > 0) nn_forward(r->plan, s->x, s->n_ok, r->embed, A ? r->head : NULL);
     if (r->det) detect_slot(r, s);
     r->compute_seconds += mc_now() - t0;
+    r->compute_cpu += cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - c0;
     /* scatter the good rows' results back into unit order; failed rows get NaN */
     for (int i = 0; i < n * A; i++) r->conc[i] = r->frac[i] = r->lo[i] = r->hi[i] = r->asked[i] = NAN;
     for (int i = 0; i < n * D; i++) r->emb_rows[i] = NAN;
@@ -550,6 +559,7 @@ static int run_job(const mc_job *job)
     r->last_commit = r->last_progress = mc_now();
     MPI_Barrier(r->comm);
     const double t_loop = mc_now(); /* steady-state rate: from the first unit to the last commit */
+    const double cpu_loop = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID);
     int no_more = 0, stopped = 0;
     rc = 0;
     for (;;) {
@@ -578,6 +588,9 @@ static int run_job(const mc_job *job)
     }
     if (!rc) rc = commit(r, err);
     double loop_seconds = mc_now() - t_loop, max_loop = 0;
+    /* where the loop's CPU went, all ranks together: the encoder (and detector) against the rest (decoding, recipes,
+     * catalogue writes, MPI), measured in the same run, so a noisy machine does not change the split much */
+    double cpu_mine[2] = {cpu_seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu_loop, r->compute_cpu}, cpu_tot[2] = {0, 0};
     if (rc) {
         /* a write failed (disk full?): this rank stops taking work; what it committed stays */
         fprintf(stderr, "morphcat: rank %d: %s\n", r->rank, err);
@@ -595,6 +608,7 @@ static int run_job(const mc_job *job)
     int64_t mine_rows = 0, cl_mine[2] = {r->clumps_found, r->clump_failed}, cl_tot[2] = {0, 0};
     for (int s = 1; s < MC_ROW_NSTATUS; s++) mine_rows += r->counts[s];
     MPI_Reduce(cl_mine, cl_tot, 2, MPI_INT64_T, MPI_SUM, 0, r->comm);
+    MPI_Reduce(cpu_mine, cpu_tot, 2, MPI_DOUBLE, MPI_SUM, 0, r->comm);
     double wall = mc_now() - r->t0, my_rate = loop_seconds > 0 ? mine_rows / loop_seconds : 0;
     double *rates = r->rank == 0 ? mc_malloc(sizeof(double) * (size_t)r->size) : NULL;
     MPI_Gather(&my_rate, 1, MPI_DOUBLE, rates, 1, MPI_DOUBLE, 0, r->comm);
@@ -630,6 +644,10 @@ static int run_job(const mc_job *job)
         if (r->det)
             printf("\nmorphcat: clumps: %lld found, %lld galaxies without a detection pass (reasons in their messages)",
                    (long long)cl_tot[0], (long long)cl_tot[1]);
+        if (cpu_tot[0] > 0)
+            printf("\nmorphcat: CPU after start-up: %.1f s, %.1f s (%.1f%%) of it in the %s; the rest decoding, recipes "
+                   "and catalogue writes", cpu_tot[0], cpu_tot[1], 100 * cpu_tot[1] / cpu_tot[0],
+                   r->det ? "encoder and detector" : "encoder");
         printf("\nmorphcat: per rank galaxies/s:");
         for (int i = 0; i < r->size && i < 64; i++) printf(" %.1f", rates[i]);
         printf("%s\nmorphcat: catalogue %s: %s%s\n", r->size > 64 ? " ..." : "", job->output, counts_txt,

@@ -90,8 +90,9 @@ static inline uint64_t rb_used(const rbits *r)
 }
 
 /* One RICE_1 tile of n pixels (bytepix 1, 2 or 4) from its len bytes into out: 1 when its code ends within
- * its bytes, else 0 (out then partly written). Reading past the end gives zeros, so a damaged tile is caught
- * by the bits it used: after each block, and in a run of zeros longer than the rest of the tile. */
+ * its bytes, 0 when it runs past them, -1 for a block code above the raw one (out then partly written).
+ * Reading past the end gives zeros, so a damaged tile is caught by the bits it used: after each block, and in
+ * a run of zeros longer than the rest of the tile. */
 __attribute__((always_inline)) static inline int
 rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int bytepix, uint32_t *out)
 {
@@ -113,7 +114,8 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
         uint32_t *o = out + i;
         rb_fill(&r);
         const int fs = (int)rb_take(&r, fsbits) - 1;
-        if (fs < 0) { /* all differences zero */
+        if (fs > fsmax) return -1; /* no encoder writes these (CFITSIO decodes them into garbage) */
+        if (fs < 0) {              /* all differences zero */
             for (int64_t k = 0; k < m; k++) o[k] = last;
         } else if (fs == fsmax) { /* raw differences */
             for (int64_t k = 0; k < m; k++) {
@@ -390,9 +392,15 @@ int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, float *pix
             ext[i] = e < tile[i] ? e : tile[i];
             n *= ext[i];
         }
-        if (!rice_tile_decode(buf, (uint64_t)repeat, n, nblock, bytepix, val)) {
-            snprintf(why, len, "RICE_1 tile %lld of %lld: its code runs past its %lld bytes", (long long)r,
-                     (long long)rows, (long long)repeat);
+        const int dec = rice_tile_decode(buf, (uint64_t)repeat, n, nblock, bytepix, val);
+        if (dec != 1) {
+            if (dec == 0)
+                snprintf(why, len, "RICE_1 tile %lld of %lld: its code runs past its %lld bytes",
+                         (long long)r, (long long)rows, (long long)repeat);
+            else
+                snprintf(why, len,
+                         "RICE_1 tile %lld of %lld: a block code above the largest for %d-byte pixels",
+                         (long long)r, (long long)rows, bytepix);
             bad = 1;
             break;
         }

@@ -186,24 +186,20 @@ typedef struct {
 } quant;
 
 /* Decides whether the tiles are decoded here: RICE_1, BYTEPIX 4, float images quantised with one of the three
- * methods, ZSCALE and ZZERO as columns or keywords, no ZBLANK column, no BSCALE/BZERO. Anything else goes to
+ * methods, ZSCALE and ZZERO as columns or keywords, no ZBLANK column, BSCALE/BZERO (if any) 1 and 0 (the
+ * caller's plain_values). Anything else goes to
  * CFITSIO, as does an HDU with a tile stored otherwise (empty COMPRESSED_DATA: GZIP_COMPRESSED_DATA or
  * UNCOMPRESSED_DATA, which CFITSIO writes for tiles it could not quantise). */
-static void quant_setup(fitsfile *f, int rice, int bytepix, quant *q)
+static void quant_setup(fitsfile *f, int rice, int bytepix, int plain_values, quant *q)
 {
     memset(q, 0, sizeof *q);
     int st = 0, zbitpix = 0, col = 0;
     char v[FLEN_VALUE];
-    if (!rice || bytepix != 4) return;
+    if (!rice || bytepix != 4 || !plain_values) return;
     if (fits_read_key(f, TINT, "ZBITPIX", &zbitpix, NULL, &st) ||
         (zbitpix != FLOAT_IMG && zbitpix != DOUBLE_IMG))
         return;
     if (!fits_get_colnum(f, CASEINSEN, "ZBLANK", &col, &st)) return; /* a null value per tile */
-    for (int k = 0; k < 2; k++) {
-        const char *key = k ? "BZERO" : "BSCALE";
-        st = 0;
-        if (!fits_read_keyword(f, key, v, NULL, &st)) return;
-    }
     st = 0;
     if (fits_read_key(f, TSTRING, "ZQUANTIZ", v, NULL, &st)) {
         q->dither = 0; /* absent: the values are only scaled */
@@ -285,8 +281,19 @@ unquantise(const quant *q, int64_t row, double scale, double zero, const int32_t
     }
 }
 
-int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, float *pix, int *decoded, char *why,
-                       size_t len)
+/* The offset in the image (FITS order, naxes) of pixel p of a tile (p[i] from its first pixel t0) */
+static int64_t image_offset(int naxis, const LONGLONG *naxes, const int64_t *t0, const int64_t *p)
+{
+    int64_t off = 0, stride = 1;
+    for (int i = 0; i < naxis; i++) {
+        off += (t0[i] + p[i]) * stride;
+        stride *= (int64_t)naxes[i];
+    }
+    return off;
+}
+
+int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_values, float *pix,
+                       int *decoded, char *why, size_t len)
 {
     int st = 0;
     *decoded = 0;
@@ -332,18 +339,14 @@ int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, float *pix
     if (fits_get_colnum(f, CASEINSEN, "COMPRESSED_DATA", &col, &st) || fits_get_num_rowsll(f, &rows, &st) ||
         fits_read_key(f, TLONGLONG, "PCOUNT", &pcount, NULL, &st))
         return 0;
-    quant q;
-    quant_setup(f, rice, bytepix, &q);
-    if (q.on && pix) {
-        /* the tiles must cover the image exactly once: one row per tile */
-        LONGLONG want = 1;
-        for (int i = 0; i < naxis; i++) want *= (naxes[i] + tile[i] - 1) / tile[i];
-        if (want != rows) q.on = 0;
-    } else {
-        q.on = 0;
+    LONGLONG ntile[FITS_MAXDIM], tiles = 1;
+    for (int i = 0; i < naxis; i++) {
+        ntile[i] = (naxes[i] + tile[i] - 1) / tile[i];
+        tiles *= ntile[i];
     }
-    LONGLONG ntile[FITS_MAXDIM];
-    for (int i = 0; i < naxis; i++) ntile[i] = tile[i] > 0 ? (naxes[i] + tile[i] - 1) / tile[i] : 1;
+    quant q;
+    quant_setup(f, rice, bytepix, plain_values, &q);
+    if (tiles != rows) q.on = 0; /* decoded here only when the rows are the tiles, each once */
     unsigned char *buf = NULL;
     LONGLONG cap = 0;
     uint32_t *val = rice ? mc_malloc((size_t)tile_pix * sizeof *val) : NULL;
@@ -413,28 +416,21 @@ int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, float *pix
             continue;
         }
         /* a tile is one run of the image when, past its first axis not taken whole, it is one pixel deep */
-        int64_t off0 = 0, stride = 1;
         int whole = 1, contiguous = 1;
         for (int i = 0; i < naxis; i++) {
-            off0 += t0[i] * stride;
-            stride *= (int64_t)naxes[i];
             if (!whole && ext[i] > 1) contiguous = 0;
             if (ext[i] < naxes[i]) whole = 0;
         }
+        int64_t cnt[FITS_MAXDIM] = {0};
         if (contiguous) {
-            unquantise(&q, r, scale, zero, (const int32_t *)val, pix + off0, n);
+            unquantise(&q, r, scale, zero, (const int32_t *)val, pix + image_offset(naxis, naxes, t0, cnt),
+                       n);
             continue;
         }
         unquantise(&q, r, scale, zero, (const int32_t *)val, tv, n);
         /* into the image: runs of ext[0] pixels along the first axis */
-        int64_t cnt[FITS_MAXDIM] = {0};
         for (int64_t k = 0; k < n; k += ext[0]) {
-            int64_t off = 0, stride = 1;
-            for (int i = 0; i < naxis; i++) {
-                off += (t0[i] + (i ? cnt[i] : 0)) * stride;
-                stride *= (int64_t)naxes[i];
-            }
-            memcpy(pix + off, tv + k, (size_t)ext[0] * sizeof *pix);
+            memcpy(pix + image_offset(naxis, naxes, t0, cnt), tv + k, (size_t)ext[0] * sizeof *pix);
             for (int i = 1; i < naxis; i++) {
                 if (++cnt[i] < ext[i]) break;
                 cnt[i] = 0;

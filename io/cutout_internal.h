@@ -46,10 +46,10 @@ char *io_fits_wcs_cards(const char *hdr, int nkeys, int naxis, int *ncards, int 
 
 /* io/cutout_fits_rice.c: the tiles of the tile-compressed image HDU f is on (naxis axes of naxes pixels),
  * checked before CFITSIO decodes any (sizes, descriptors, heap bounds, each RICE_1 tile's code within its
- * bytes) and, when they are RICE_1-coded quantised floats, decoded into pix (the whole image, FITS order) with
- * *decoded = 1. 0, or 1 and why for a corrupt HDU. */
-int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, float *pix, int *decoded, char *why,
-                       size_t len);
+ * bytes) and, when they are RICE_1-coded quantised floats and plain_values (no BSCALE/BZERO other than 1 and
+ * 0), decoded into pix (the whole image, FITS order) with *decoded = 1. 0, or 1 and why for a corrupt HDU. */
+int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_values, float *pix, int *decoded,
+                       char *why, size_t len);
 
 /* Release the WCS kept in c (io/cutout_fits.c). */
 void io_cutout_wcs_free(io_cutout *c);

@@ -117,7 +117,6 @@ typedef struct run_state {
     double last_commit, last_progress, t0;
     int64_t counts[MC_ROW_NSTATUS]; /* rows finished by this rank in this run, by status */
     int messages_printed;
-    double compute_seconds;
     double compute_cpu; /* CPU seconds of this thread in the encoder (and detector) */
     /* the clump detector (NULL without one) and its per-unit output rows, CK slots a galaxy */
     nn_detector *det;
@@ -207,10 +206,9 @@ static double cpu_seconds(clockid_t which)
 static int process_slot(run_state *r, mc_slot *s, char *err)
 {
     const int n = s->n, A = r->A, D = r->D, K = r->K;
-    double t0 = mc_now(), c0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
+    const double c0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
     if (s->n_ok > 0) nn_forward(r->plan, s->x, s->n_ok, r->embed, A ? r->head : NULL);
     if (r->det) detect_slot(r, s);
-    r->compute_seconds += mc_now() - t0;
     r->compute_cpu += cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - c0;
     /* scatter the good rows' results back into unit order; failed rows get NaN */
     for (int i = 0; i < n * A; i++) r->conc[i] = r->frac[i] = r->lo[i] = r->hi[i] = r->asked[i] = NAN;

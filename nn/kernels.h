@@ -21,14 +21,19 @@ void nn_gemm_fused(int M, int N, int K, const float *A, int lda, const float *W,
                    const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc);
 
 /* 3x3 stride-1 dense convolution by Winograd F(m x m, 3x3), m = 2 or 4 (nn/winograd.c), NHWC. nn_wino_pick:
- * the m for a layer's channel counts (multiples of 8, at least 16), 0 where it does not apply. u: the transformed weights, a^2 x cout x cin
- * floats (a = m + 2), from nn_wino_weights (w is [cout][3][3][cin]). The tiles (m x m output blocks,
- * nn_wino_tiles of them) go T at a time (nn_wino_block); v: a^2*T*cin floats, mm: a^2*T*cout, scr:
- * a^2*cin + m^2*cout. y = act(conv + bias + res); bias, res may be NULL. */
+ * the m for a layer's channel counts (multiples of 8, at least 16), 0 where it does not apply. nn_wino_sizes:
+ * for nn_wino_tiles tiles (m x m output blocks), the tiles per block T and the floats of each buffer. u: the
+ * transformed weights from nn_wino_weights (w is [cout][3][3][cin]), in the layout of nn/winograd.c's own
+ * GEMM kernel; v, mm: one block's transformed input and products; scr: an edge tile's patch and one tile's
+ * outputs. y = act(conv + bias + res); bias, res may be NULL. */
 int nn_wino_pick(int cin, int cout);
 void nn_wino_weights(int m, const float *w, int cout, int cin, float *u);
 long nn_wino_tiles(int m, int n, int oh, int ow);
-int nn_wino_block(int m, int cin, int cout, long tiles);
+typedef struct {
+    int T;                /* tiles per block */
+    size_t u, v, mm, scr; /* floats of the transformed weights, V, M and the scratch */
+} nn_wino_size;
+void nn_wino_sizes(int m, int cin, int cout, long tiles, nn_wino_size *z);
 void nn_wino_conv(int m, const float *x, int n, int h, int w, int cin, const float *u, int cout, int pad, int oh,
                   int ow, const float *bias, const float *res, nn_act act, float *y, int T, float *v, float *mm,
                   float *scr);

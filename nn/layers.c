@@ -175,16 +175,15 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
     if (wm) {
         /* the weights are transformed per pass (a^2 cin cout floats of scratch; at batch 8 about 1% of the
          * layer's work), so the model holds no second copy */
-        const size_t a2 = (size_t)(wm + 2) * (wm + 2);
-        const long tiles = nn_wino_tiles(wm, x.n, oh, ow);
-        const int T = nn_wino_block(wm, cv->cin, cv->cout, tiles);
-        float *u = nn_ctx_alloc(ctx, a2 * cv->cin * cv->cout);
-        float *v = nn_ctx_alloc(ctx, a2 * T * cv->cin), *m = nn_ctx_alloc(ctx, a2 * T * cv->cout);
-        float *scr = nn_ctx_alloc(ctx, a2 * cv->cin + (size_t)wm * wm * cv->cout);
+        nn_wino_size z;
+        nn_wino_sizes(wm, cv->cin, cv->cout, nn_wino_tiles(wm, x.n, oh, ow), &z);
+        float *u = nn_ctx_alloc(ctx, z.u);
+        float *v = nn_ctx_alloc(ctx, z.v), *m = nn_ctx_alloc(ctx, z.mm);
+        float *scr = nn_ctx_alloc(ctx, z.scr);
         if (!ctx->measure) {
             nn_wino_weights(wm, cv->w, cv->cout, cv->cin, u);
             nn_wino_conv(wm, x.d, x.n, x.h, x.w, x.c, u, cv->cout, cv->pad, oh, ow, cv->b, res ? res->d : NULL,
-                         cv->act, y.d, T, v, m, scr);
+                         cv->act, y.d, z.T, v, m, scr);
         }
         nn_ctx_release(ctx, scr);
         nn_ctx_release(ctx, m);

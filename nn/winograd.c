@@ -5,8 +5,8 @@
  * (cin x cout). F(2x2, 3x3): 16 multiply-adds per 2x2 outputs and channel pair instead of 36 (2.25x fewer),
  * coefficients 0, +-1, +-1/2, so within a few roundings of the direct sum. F(4x4, 3x3): 36 per 4x4 outputs
  * instead of 144 (4x fewer), with coefficients up to 8 and 1/24 that amplify rounding several times over.
- * NHWC throughout, so every transform is a loop over contiguous channels in GCC vector extensions. */
-#include <cblas.h>
+ * NHWC throughout, so every transform is a loop over contiguous channels in GCC vector extensions; the
+ * products in a kernel of this file's own (below). */
 #include <string.h>
 
 #include "mc.h"
@@ -22,6 +22,7 @@
 #define VW 4
 #endif
 typedef float wv __attribute__((vector_size(VW * 4)));
+typedef int wi __attribute__((vector_size(VW * 4)));
 
 /* n (1..VW) floats at p, zeros after. The chunk functions below are inlined twice, with n == VW (one vector
  * load) and with the remainder. */
@@ -80,41 +81,58 @@ int nn_wino_pick(int cin, int cout)
     return cin >= 128 && cout >= 128 && (long)cin * cout <= 256L * 256 ? 4 : 2;
 }
 
-/* U for input channels i.. (nv of them) of one output channel: (G g G^T) */
-__attribute__((always_inline)) static inline void weights_chunk(const int m, const float *wo, float *uo, int cin,
-                                                                size_t plane, int i, const int nv)
+/* The products M[xi] = V[xi] U[xi]^T go through a register-blocked kernel of its own rather than sgemm: per
+ * call sgemm packs both operands, and with blocks of tiles small enough to keep V and M near the core that
+ * packing was about a seventh of the layer (each position's weights repacked for every block). Here neither
+ * operand is packed: V stays as the input transform writes it (one row of cin values per tile), and U is
+ * written by the weight transform directly in the kernel's layout, NR output channels side by side per input
+ * channel, in panels of cin x NR (the last one zero-padded), so the kernel reads both as they lie. MR tiles x
+ * NR channels per call: MR x 2 vector accumulators (28 of the 32 registers on AVX-512, 12 of 16 on AVX2). */
+#define NR (2 * VW)
+#if VW == 16
+#define MR 14
+#else
+#define MR 6
+#endif
+#define KC 128 /* input channels summed per pass of the kernel (see wino_gemm) */
+#define KL 16  /* input channels per cache line of a row of V */
+
+static int padded_cout(int cout) { return (cout + NR - 1) / NR * NR; }
+
+/* U for output channels o.. (VW of them, zeros from cout on) of input channel i: (G g G^T), each of the a^2
+ * positions stored as VW floats of the panel row for i */
+__attribute__((always_inline)) static inline void weights_chunk(const int m, const float *w, int cin, int cout,
+                                                                float *u, size_t plane, int o, int i)
 {
     const int a = m + 2;
     wv g[3][3], t[6][3];
     for (int ky = 0; ky < 3; ky++)
-        for (int kx = 0; kx < 3; kx++) g[ky][kx] = ld(wo + (size_t)(ky * 3 + kx) * cin + i, nv);
+        for (int kx = 0; kx < 3; kx++) {
+            wv x = {0};
+            for (int l = 0; l < VW && o + l < cout; l++) x[l] = w[((size_t)(o + l) * 9 + ky * 3 + kx) * cin + i];
+            g[ky][kx] = x;
+        }
 #pragma GCC unroll 6
     for (int r = 0; r < a; r++) /* G g */
         for (int kx = 0; kx < 3; kx++) DOT(t[r][kx], 3, GG(m, r, j_), g[j_][kx]);
+    float *dst = u + (size_t)(o / NR) * NR * cin + (size_t)i * NR + o % NR;
 #pragma GCC unroll 6
     for (int r = 0; r < a; r++) /* (G g) G^T */
 #pragma GCC unroll 6
         for (int q = 0; q < a; q++) {
             wv v;
             DOT(v, 3, GG(m, q, j_), t[r][j_]);
-            st(uo + (size_t)(r * a + q) * plane + i, v, nv);
+            memcpy(dst + (size_t)(r * a + q) * plane, &v, sizeof v);
         }
 }
 
 __attribute__((always_inline)) static inline void weights_m(const int m, const float *w, int cout, int cin,
                                                             float *u)
 {
-    const size_t plane = (size_t)cout * cin;
-    for (int o = 0; o < cout; o++) {
-        const float *wo = w + (size_t)o * 9 * cin;
-        float *uo = u + (size_t)o * cin;
-        for (int i = 0; i < cin; i += VW) {
-            if (cin - i >= VW)
-                weights_chunk(m, wo, uo, cin, plane, i, VW);
-            else
-                weights_chunk(m, wo, uo, cin, plane, i, cin - i);
-        }
-    }
+    const int cp = padded_cout(cout);
+    const size_t plane = (size_t)cp * cin;
+    for (int o = 0; o < cp; o += VW)
+        for (int i = 0; i < cin; i++) weights_chunk(m, w, cin, cout, u, plane, o, i);
 }
 
 void nn_wino_weights(int m, const float *w, int cout, int cin, float *u)
@@ -124,6 +142,118 @@ void nn_wino_weights(int m, const float *w, int cout, int cin, float *u)
         weights_m(2, w, cout, cin, u);
     else
         weights_m(4, w, cout, cin, u);
+}
+
+/* kn (1..KL) steps of the sum over input channels, from ab (a block of the packed panel: the MR rows' KL
+ * values of one cache line's worth of channels, row after row) and b (rows of NR). With pf, the first pass
+ * over a panel of U, which comes from the last-level cache or memory: fetched 16 steps ahead. */
+__attribute__((always_inline)) static inline void kernel_steps(const int mr, const int kn, const float *ab,
+                                                               const float *b, wv acc[MR][2], const int pf)
+{
+#pragma GCC unroll 4
+    for (int kk = 0; kk < kn; kk++) {
+        if (pf) {
+            __builtin_prefetch(b + (size_t)(kk + 16) * NR);
+            __builtin_prefetch(b + (size_t)(kk + 16) * NR + VW);
+        }
+        wv b0, b1;
+        memcpy(&b0, b + (size_t)kk * NR, sizeof b0);
+        memcpy(&b1, b + (size_t)kk * NR + VW, sizeof b1);
+#pragma GCC unroll 14
+        for (int r = 0; r < mr; r++) {
+            const float s = ab[r * KL + kk];
+            acc[r][0] += s * b0;
+            acc[r][1] += s * b1;
+        }
+    }
+}
+
+/* c[mr x nc] (rows ldc apart) = the packed panel pa (mr rows, k channels) times the panel b (k rows of NR),
+ * plus c when add is set */
+__attribute__((always_inline)) static inline void kernel_rows(const int mr, int k, const float *pa, const float *b,
+                                                              float *c, size_t ldc, int nc, int add, const int pf)
+{
+    wv acc[MR][2];
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = (wv){0};
+    int kb = 0;
+    for (; kb + KL <= k; kb += KL) kernel_steps(mr, KL, pa + (size_t)kb * mr, b + (size_t)kb * NR, acc, pf);
+    if (kb < k) kernel_steps(mr, k - kb, pa + (size_t)kb * mr, b + (size_t)kb * NR, acc, 0);
+    for (int r = 0; r < mr; r++) {
+        float tmp[NR] = {0}, *cr = c + (size_t)r * ldc, *dst = nc == NR ? cr : tmp;
+        if (add) {
+            wv c0, c1;
+            if (nc < NR) memcpy(tmp, cr, sizeof(float) * (size_t)nc);
+            memcpy(&c0, dst, sizeof c0);
+            memcpy(&c1, dst + VW, sizeof c1);
+            acc[r][0] += c0;
+            acc[r][1] += c1;
+        }
+        memcpy(dst, &acc[r][0], sizeof acc[r][0]);
+        memcpy(dst + VW, &acc[r][1], sizeof acc[r][1]);
+        if (nc < NR) memcpy(cr, tmp, sizeof(float) * (size_t)nc);
+    }
+}
+
+/* one panel of mr tiles (fewer than MR only at the end of a block) against every panel of U */
+__attribute__((always_inline)) static inline void panel_row(const int mr, int kc, const float *pa, const float *u,
+                                                            int cin, int k0, int cout, float *c, int add, int first)
+{
+    for (int j = 0; j < cout; j += NR) {
+        const float *b = u + (size_t)j * cin + (size_t)k0 * NR;
+        const int nc = cout - j < NR ? cout - j : NR;
+        if (first)
+            kernel_rows(mr, kc, pa, b, c + j, cout, nc, add, 1);
+        else
+            kernel_rows(mr, kc, pa, b, c + j, cout, nc, add, 0);
+    }
+}
+
+static void panel_tail(int mr, int kc, const float *pa, const float *u, int cin, int k0, int cout, float *c,
+                       int add)
+{
+    switch (mr) {
+#define PT(n)                                                                                                      \
+    case n:                                                                                                        \
+        panel_row(n, kc, pa, u, cin, k0, cout, c, add, 0);                                                         \
+        break;
+        PT(1) PT(2) PT(3) PT(4) PT(5)
+#if MR > 6
+        PT(6) PT(7) PT(8) PT(9) PT(10) PT(11) PT(12) PT(13)
+#endif
+#undef PT
+    default: MC_ASSERT(0);
+    }
+}
+
+/* mm[nt x cout] = v[nt x cin] times the packed u of one position. The sum over input channels goes KC at a
+ * time into mm, fewer roundings in a row (with all 256 channels in one run, F(4x4)'s error at 256 channels
+ * rose from 2.7e-6 to 1.2e-5 in test_kernels; 6.5e-6 in runs of 128). For each run, MR tiles' rows of V are
+ * copied into a panel of the kernel's order (MR x KC floats, in the first-level cache) and multiplied by every
+ * panel of U's run (KC x cout, in the second-level cache): V's rows stay as the input transform wrote them,
+ * one after another, and the copy is used cout / NR times. */
+static void wino_gemm(int nt, int cin, int cout, const float *v, const float *u, float *mm)
+{
+    float pa[MR * KC] __attribute__((aligned(64)));
+    for (int k0 = 0; k0 < cin; k0 += KC) {
+        const int kc = cin - k0 < KC ? cin - k0 : KC, add = k0 > 0;
+        for (int t = 0; t < nt; t += MR) {
+            const int mr = nt - t < MR ? nt - t : MR;
+            for (int kb = 0; kb < kc; kb += KL) { /* the panel: block kb holds the mr rows' channels kb.. */
+                const int kn = kc - kb < KL ? kc - kb : KL;
+                float *dst = pa + (size_t)kb * mr;
+                const float *src = v + (size_t)t * cin + k0 + kb;
+                if (kn == KL)
+                    for (int r = 0; r < mr; r++) memcpy(dst + r * KL, src + (size_t)r * cin, sizeof(float) * KL);
+                else
+                    for (int r = 0; r < mr; r++) memcpy(dst + r * KL, src + (size_t)r * cin, sizeof(float) * kn);
+            }
+            float *c = mm + (size_t)t * cout;
+            if (mr == MR)
+                panel_row(MR, kc, pa, u, cin, k0, cout, c, add, t == 0);
+            else
+                panel_tail(mr, kc, pa, u, cin, k0, cout, c, add);
+        }
+    }
 }
 
 /* The a x a x c input patch of a tile whose top-left input pixel is (iy0, ix0), zeros outside the image. */
@@ -149,14 +279,19 @@ long nn_wino_tiles(int m, int n, int oh, int ow)
 }
 
 /* Tiles per block: the transformed input and output of a block (a^2 x T x (cin + cout) floats) near 2 MB,
- * and at least 128 tiles so each GEMM has rows enough for OpenBLAS. */
-int nn_wino_block(int m, int cin, int cout, long tiles)
+ * and at least 126 tiles so that U, read once per block, is used by enough rows; a multiple of the kernel's
+ * MR. */
+void nn_wino_sizes(int m, int cin, int cout, long tiles, nn_wino_size *z)
 {
     const long a2 = (long)(m + 2) * (m + 2);
-    long t = (1L << 19) / (a2 * (cin + cout));
-    if (t < 128) t = 128;
+    long t = (1L << 19) / (a2 * (cin + cout)) / MR * MR, tmin = (128 + MR - 1) / MR * MR;
+    if (t < tmin) t = tmin;
     if (t > tiles) t = tiles;
-    return (int)t;
+    z->T = (int)t;
+    z->u = (size_t)a2 * (size_t)padded_cout(cout) * cin;
+    z->v = (size_t)a2 * t * cin;
+    z->mm = (size_t)a2 * t * cout;
+    z->scr = (size_t)a2 * cin + (size_t)m * m * cout;
 }
 
 /* V for input channels i.. (nv of them) of one tile (rows rs apart, pixels cin apart): B^T d B */
@@ -177,14 +312,15 @@ __attribute__((always_inline)) static inline void input_chunk(const int m, const
         for (int q = 0; q < a; q++) {
             wv s;
             DOT(s, a, BT(m, q, j_), e[r][j_]);
-            st(vt + (size_t)(r * a + q) * vs + i, s, nv);
+            st(vt + (size_t)(r * a + q) * vs, s, nv);
         }
 }
 
-/* the m x m outputs of output channels o.. (nv of them) of one tile, + bias: A^T M A */
+/* The m x m outputs of output channels o.. (nv of them) of one tile: A^T M A + bias, + res where res is
+ * given, then ReLU where relu is set; pixels ps apart and rows rs apart in y and in res. */
 __attribute__((always_inline)) static inline void output_chunk(const int m, const float *mt, size_t ms,
-                                                               const float *bias, float *out, int cout, int o,
-                                                               const int nv)
+                                                               const float *bias, float *y, const float *res,
+                                                               size_t rs, size_t ps, int relu, int o, const int nv)
 {
     const int a = m + 2;
     wv q[6][6], s[4][6];
@@ -201,8 +337,25 @@ __attribute__((always_inline)) static inline void output_chunk(const int m, cons
         for (int c = 0; c < m; c++) {
             wv yv;
             DOT(yv, a, AT(m, c, j_), s[r][j_]);
-            st(out + (size_t)(r * m + c) * cout + o, bo + yv, nv);
+            yv += bo;
+            const size_t at = r * rs + c * ps + o;
+            if (res) yv += ld(res + at, nv);
+            if (relu) yv = (wv)((wi)yv & (yv > 0)); /* the comparison's lanes are all ones or zero */
+            st(y + at, yv, nv);
         }
+}
+
+/* one tile's outputs for all channels; chunk calls inlined with constant flags */
+__attribute__((always_inline)) static inline void output_tile(const int m, const float *mt, size_t ms,
+                                                              const float *bias, float *y, const float *res,
+                                                              size_t rs, size_t ps, const int relu, int cout)
+{
+    for (int o = 0; o < cout; o += VW) {
+        if (cout - o >= VW)
+            output_chunk(m, mt, ms, bias, y, res, rs, ps, relu, o, VW);
+        else
+            output_chunk(m, mt, ms, bias, y, res, rs, ps, relu, o, cout - o);
+    }
 }
 
 __attribute__((always_inline)) static inline void conv_m(const int m, const float *x, int n, int h, int w, int cin,
@@ -213,6 +366,7 @@ __attribute__((always_inline)) static inline void conv_m(const int m, const floa
     const int a = m + 2, a2 = a * a;
     const int tx = (ow + m - 1) / m, ty = (oh + m - 1) / m;
     const long per_img = (long)tx * ty, tiles = (long)n * per_img;
+    const size_t up = (size_t)padded_cout(cout) * cin; /* one xi plane of U */
     float *patch = scr, *out = scr + (size_t)a2 * cin; /* a^2 x cin, then m^2 x cout */
     for (long t0 = 0; t0 < tiles; t0 += T) {
         const int nt = tiles - t0 < T ? (int)(tiles - t0) : T;
@@ -233,24 +387,28 @@ __attribute__((always_inline)) static inline void conv_m(const int m, const floa
             float *vt = v + (size_t)t * cin;
             for (int i = 0; i < cin; i += VW) {
                 if (cin - i >= VW)
-                    input_chunk(m, src, rs, cin, vt, vs, i, VW);
+                    input_chunk(m, src, rs, cin, vt + i, vs, i, VW);
                 else
-                    input_chunk(m, src, rs, cin, vt, vs, i, cin - i);
+                    input_chunk(m, src, rs, cin, vt + i, vs, i, cin - i);
             }
         }
         for (int xi = 0; xi < a2; xi++) /* M[xi] = V[xi] U[xi]^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, cout, cin, 1.0f, v + xi * vs, cin,
-                        u + (size_t)xi * cout * cin, cin, 0.0f, mm + xi * ms, cout);
+            wino_gemm(nt, cin, cout, v + xi * vs, u + xi * up, mm + xi * ms);
         for (int t = 0; t < nt; t++) { /* Y = A^T M A, + bias, + residual, activation */
             const long g = t0 + t, img = g / per_img, rem = g % per_img;
             const int oy0 = (int)(rem / tx) * m, ox0 = (int)(rem % tx) * m;
             const float *mt = mm + (size_t)t * cout;
-            for (int o = 0; o < cout; o += VW) {
-                if (cout - o >= VW)
-                    output_chunk(m, mt, ms, bias, out, cout, o, VW);
+            const size_t pix0 = ((size_t)img * oh + oy0) * ow + ox0;
+            if (oy0 + m <= oh && ox0 + m <= ow && (act == NN_ACT_NONE || act == NN_ACT_RELU)) {
+                /* a whole tile: straight into y with the residual and ReLU */
+                const float *rp = res ? res + pix0 * cout : NULL;
+                if (act == NN_ACT_RELU)
+                    output_tile(m, mt, ms, bias, y + pix0 * cout, rp, (size_t)ow * cout, cout, 1, cout);
                 else
-                    output_chunk(m, mt, ms, bias, out, cout, o, cout - o);
+                    output_tile(m, mt, ms, bias, y + pix0 * cout, rp, (size_t)ow * cout, cout, 0, cout);
+                continue;
             }
+            output_tile(m, mt, ms, bias, out, NULL, (size_t)m * cout, cout, 0, cout);
             for (int dy = 0; dy < m; dy++)
                 for (int dx = 0; dx < m; dx++) {
                     const int oy = oy0 + dy, ox = ox0 + dx;

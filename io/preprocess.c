@@ -343,6 +343,17 @@ static void axis_build(pp_axis *a, int in_len, double box0, double side, int siz
 
 /* ------------------------------------------------------------------------------- colour stages */
 
+/* y / c for a constant c, bit for bit, without the division: q = y (1/c), then one correction from the exact
+ * remainder fma(-q, c, y) (Markstein). Checked against y / c on every float y with |y| >= 2^-100 for each c
+ * used below (tools/check_divisions.c); smaller y, where a subnormal quotient can round otherwise, do not
+ * reach it (see gz_decals_row). Where q overflows, the quotient does too and q is kept; y = -0 gives +0.
+ * */
+static inline float pp_div_const(float y, float c, float r)
+{
+    float q = y * r, q2 = __builtin_fmaf(__builtin_fmaf(-q, c, y), r, q);
+    return isfinite(q) ? q2 : q;
+}
+
 /* gz_decals colour mapping (zooniverse/decals dr2_style_rgb with the downloader's arguments, zoobot.md 2.4),
  * in float32 and in the reference's order of operations; contraction into FMAs is off so each step rounds
  * as numpy's float32 arrays do. One row: g, r, z fluxes (nanomaggies) in, R, G, B in [0, 1] out (before
@@ -357,19 +368,25 @@ gz_decals_row(const float *restrict gs, const float *restrict rs, const float *r
     const float mn = (float)asinh(-0.5);
     const float span = (float)(asinh(300.0) - asinh(-0.5));
     const float pi = (float)M_PI;
+    const float rg = 1.0f / scale_g, rr = 1.0f / scale_r, rz = 1.0f / scale_z, rspan = 1.0f / span;
+    const float r3 = 1.0f / 3.0f, r25 = 1.0f / 2.5f;
     for (int x = 0; x < n; x++) {
-        /* blanks (NaN, Inf) are 0 nanomaggies */
+        /* blanks (NaN, Inf) are 0 nanomaggies. Fluxes below 2^-60 become 0 too, which changes nothing: their
+         * arcsinh is below ulp(mn) / 2^25, so asinh - mn is -mn for them as for 0; it keeps the divisions
+         * by constants away from subnormal quotients. Every quotient by a constant below is y / c exactly
+         * (pp_div_const); the other operands are 0 or above 2^-60 in size (differences of values >= 2^-28). */
         float fz = zs[x], fr = rs[x], fg = gs[x];
-        fz = isfinite(fz) ? fz : 0.0f;
-        fr = isfinite(fr) ? fr : 0.0f;
-        fg = isfinite(fg) ? fg : 0.0f;
-        float c0 = (pp_asinhf(fz / scale_z) - mn) / span;
-        float c1 = (pp_asinhf(fr / scale_r) - mn) / span;
-        float c2 = (pp_asinhf(fg / scale_g) - mn) / span;
+        fz = isfinite(fz) && fabsf(fz) >= 0x1p-60f ? fz : 0.0f;
+        fr = isfinite(fr) && fabsf(fr) >= 0x1p-60f ? fr : 0.0f;
+        fg = isfinite(fg) && fabsf(fg) >= 0x1p-60f ? fg : 0.0f;
+        float c0 = pp_div_const(pp_asinhf(pp_div_const(fz, scale_z, rz)) - mn, span, rspan);
+        float c1 = pp_div_const(pp_asinhf(pp_div_const(fr, scale_r, rr)) - mn, span, rspan);
+        float c2 = pp_div_const(pp_asinhf(pp_div_const(fg, scale_g, rg)) - mn, span, rspan);
         /* desaturation: a = channel mean (1 where 0); wt = sin(pi/2 (1 - min(1, max_c(c/a/2.5)))) */
-        float a = ((c0 + c1) + c2) / 3.0f;
+        float a = pp_div_const((c0 + c1) + c2, 3.0f, r3);
         a = a == 0.0f ? 1.0f : a;
-        float b0 = (c0 / a) / 2.5f, b1 = (c1 / a) / 2.5f, b2 = (c2 / a) / 2.5f;
+        float b0 = pp_div_const(c0 / a, 2.5f, r25), b1 = pp_div_const(c1 / a, 2.5f, r25),
+              b2 = pp_div_const(c2 / a, 2.5f, r25);
         float wt = b0 > b1 ? b0 : b1;
         wt = wt > b2 ? wt : b2;
         wt = wt > 1.0f ? 1.0f : wt;

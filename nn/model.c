@@ -313,12 +313,12 @@ static void run(nn_ctx *ctx, const nn_model *m, const float *x, int n, int H, in
     const int C = m->info.in_chans, D = m->info.embed_dim, K = m->info.head_dim;
     nn_tensor in = nn_tensor_new(ctx, n, H, W, C);
     if (!ctx->measure) { /* NCHW (PyTorch) to NHWC */
-        for (int i = 0; i < n; i++)
-            for (int c = 0; c < C; c++) {
-                const float *src = x + ((size_t)i * C + c) * H * W;
-                float *dst = in.d + (size_t)i * H * W * C + c;
-                for (long p = 0; p < (long)H * W; p++) dst[(size_t)p * C] = src[p];
-            }
+        for (int i = 0; i < n; i++) { /* pixel by pixel: C reads in step, one contiguous write */
+            const float *src = x + (size_t)i * C * H * W;
+            float *dst = in.d + (size_t)i * H * W * C;
+            for (long p = 0; p < (long)H * W; p++)
+                for (int c = 0; c < C; c++) dst[(size_t)p * C + c] = src[(size_t)c * H * W + p];
+        }
     }
     nn_tensor e = m->ops->forward(ctx, m->net, in);
     float *logits = m->info.head_kind != NN_HEAD_NONE ? nn_ctx_alloc(ctx, (size_t)n * K) : NULL;

@@ -346,8 +346,7 @@ static void axis_build(pp_axis *a, int in_len, double box0, double side, int siz
 /* y / c for a constant c, bit for bit, without the division: q = y (1/c), then one correction from the exact
  * remainder fma(-q, c, y) (Markstein). Checked against y / c on every float y with |y| >= 2^-100 for each c
  * used below (tools/check_divisions.c); smaller y, where a subnormal quotient can round otherwise, do not
- * reach it (see gz_decals_row). Where q overflows, the quotient does too and q is kept; y = -0 gives +0.
- * */
+ * reach it (see gz_decals_row). Where q overflows, the quotient does too and q is kept; y = -0 gives +0. */
 static inline float pp_div_const(float y, float c, float r)
 {
     float q = y * r, q2 = __builtin_fmaf(__builtin_fmaf(-q, c, y), r, q);

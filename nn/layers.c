@@ -173,8 +173,8 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
     }
     const int wm = ctx->winograd && !ctx->bf16 && cv->k == 3 && cv->stride == 1 ? nn_wino_pick(cv->cin, cv->cout) : 0;
     if (wm) {
-        /* the weights are transformed per pass (a^2 cin cout floats of scratch; at batch 8 about 1% of the
-         * layer's work), so the model holds no second copy */
+        /* the weights are transformed per pass (a^2 cin cout floats of scratch; 2% of the detector's time at
+         * one image a pass), so the model holds no second copy */
         nn_wino_size z;
         nn_wino_sizes(wm, cv->cin, cv->cout, nn_wino_tiles(wm, x.n, oh, ow), &z);
         float *u = nn_ctx_alloc(ctx, z.u);

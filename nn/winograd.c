@@ -11,34 +11,26 @@
 
 #include "mc.h"
 #include "nn/kernels.h"
+#include "nn/vec.h"
 
-/* Channels go VW at a time (16 on AVX-512, 8 on AVX2, 4 otherwise), the last chunk of a channel count that is
- * not a multiple of VW through a partial load and store. */
-#if defined(__AVX512F__)
-#define VW 16
-#elif defined(__AVX__)
-#define VW 8
-#else
-#define VW 4
-#endif
-typedef float wv __attribute__((vector_size(VW * 4)));
-typedef int wi __attribute__((vector_size(VW * 4)));
+/* Channels go VA at a time (nn/vec.h: 16 on AVX-512, 8 on AVX2, 4 otherwise), the last chunk of a channel
+ * count that is not a multiple of VA through a partial load and store. */
 
-/* n (1..VW) floats at p, zeros after. The chunk functions below are inlined twice, with n == VW (one vector
+/* n (1..VA) floats at p, zeros after. The chunk functions below are inlined twice, with n == VA (one vector
  * load) and with the remainder. */
-__attribute__((always_inline)) static inline wv ld(const float *p, const int n)
+__attribute__((always_inline)) static inline vfa ld(const float *p, const int n)
 {
-    wv v = {0};
-    if (n == VW)
+    vfa v = {0};
+    if (n == VA)
         memcpy(&v, p, sizeof v);
     else
         memcpy(&v, p, sizeof(float) * (size_t)n);
     return v;
 }
 
-__attribute__((always_inline)) static inline void st(float *p, wv v, const int n)
+__attribute__((always_inline)) static inline void st(float *p, vfa v, const int n)
 {
-    if (n == VW)
+    if (n == VA)
         memcpy(p, &v, sizeof v);
     else
         memcpy(p, &v, sizeof(float) * (size_t)n);
@@ -66,7 +58,7 @@ static const float AT4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1,
 /* r = sum_j c_j x_j over the nonzero c_j of a constant row (the loops unroll, so the zeros vanish) */
 #define DOT(r, n, coef, x)                                                                                         \
     do {                                                                                                           \
-        r = (wv){0};                                                                                               \
+        r = (vfa){0};                                                                                               \
         _Pragma("GCC unroll 8") for (int j_ = 0; j_ < (n); j_++) if ((coef) != 0.0f) r += (coef) * (x);           \
     } while (0)
 
@@ -88,8 +80,8 @@ int nn_wino_pick(int cin, int cout)
  * written by the weight transform directly in the kernel's layout, NR output channels side by side per input
  * channel, in panels of cin x NR (the last one zero-padded), so the kernel reads both as they lie. MR tiles x
  * NR channels per call: MR x 2 vector accumulators (28 of the 32 registers on AVX-512, 12 of 16 on AVX2). */
-#define NR (2 * VW)
-#if VW == 16
+#define NR (2 * VA)
+#if VA == 16
 #define MR 14
 #else
 #define MR 6
@@ -99,17 +91,17 @@ int nn_wino_pick(int cin, int cout)
 
 static int padded_cout(int cout) { return (cout + NR - 1) / NR * NR; }
 
-/* U for output channels o.. (VW of them, zeros from cout on) of input channel i: (G g G^T), each of the a^2
- * positions stored as VW floats of the panel row for i */
+/* U for output channels o.. (VA of them, zeros from cout on) of input channel i: (G g G^T), each of the a^2
+ * positions stored as VA floats of the panel row for i */
 __attribute__((always_inline)) static inline void weights_chunk(const int m, const float *w, int cin, int cout,
                                                                 float *u, size_t plane, int o, int i)
 {
     const int a = m + 2;
-    wv g[3][3], t[6][3];
+    vfa g[3][3], t[6][3];
     for (int ky = 0; ky < 3; ky++)
         for (int kx = 0; kx < 3; kx++) {
-            wv x = {0};
-            for (int l = 0; l < VW && o + l < cout; l++) x[l] = w[((size_t)(o + l) * 9 + ky * 3 + kx) * cin + i];
+            vfa x = {0};
+            for (int l = 0; l < VA && o + l < cout; l++) x[l] = w[((size_t)(o + l) * 9 + ky * 3 + kx) * cin + i];
             g[ky][kx] = x;
         }
 #pragma GCC unroll 6
@@ -120,7 +112,7 @@ __attribute__((always_inline)) static inline void weights_chunk(const int m, con
     for (int r = 0; r < a; r++) /* (G g) G^T */
 #pragma GCC unroll 6
         for (int q = 0; q < a; q++) {
-            wv v;
+            vfa v;
             DOT(v, 3, GG(m, q, j_), t[r][j_]);
             memcpy(dst + (size_t)(r * a + q) * plane, &v, sizeof v);
         }
@@ -131,7 +123,7 @@ __attribute__((always_inline)) static inline void weights_m(const int m, const f
 {
     const int cp = padded_cout(cout);
     const size_t plane = (size_t)cp * cin;
-    for (int o = 0; o < cp; o += VW)
+    for (int o = 0; o < cp; o += VA)
         for (int i = 0; i < cin; i++) weights_chunk(m, w, cin, cout, u, plane, o, i);
 }
 
@@ -148,17 +140,15 @@ void nn_wino_weights(int m, const float *w, int cout, int cin, float *u)
  * values of one cache line's worth of channels, row after row) and b (rows of NR). With pf, the first pass
  * over a panel of U, which comes from the last-level cache or memory: fetched 16 steps ahead. */
 __attribute__((always_inline)) static inline void kernel_steps(const int mr, const int kn, const float *ab,
-                                                               const float *b, wv acc[MR][2], const int pf)
+                                                               const float *b, vfa acc[MR][2], const int pf)
 {
 #pragma GCC unroll 4
     for (int kk = 0; kk < kn; kk++) {
         if (pf) {
             __builtin_prefetch(b + (size_t)(kk + 16) * NR);
-            __builtin_prefetch(b + (size_t)(kk + 16) * NR + VW);
+            __builtin_prefetch(b + (size_t)(kk + 16) * NR + VA);
         }
-        wv b0, b1;
-        memcpy(&b0, b + (size_t)kk * NR, sizeof b0);
-        memcpy(&b1, b + (size_t)kk * NR + VW, sizeof b1);
+        const vfa b0 = vload(b + (size_t)kk * NR), b1 = vload(b + (size_t)kk * NR + VA);
 #pragma GCC unroll 14
         for (int r = 0; r < mr; r++) {
             const float s = ab[r * KL + kk];
@@ -173,24 +163,26 @@ __attribute__((always_inline)) static inline void kernel_steps(const int mr, con
 __attribute__((always_inline)) static inline void kernel_rows(const int mr, int k, const float *pa, const float *b,
                                                               float *c, size_t ldc, int nc, int add, const int pf)
 {
-    wv acc[MR][2];
-    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = (wv){0};
+    vfa acc[MR][2];
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = (vfa){0};
     int kb = 0;
     for (; kb + KL <= k; kb += KL) kernel_steps(mr, KL, pa + (size_t)kb * mr, b + (size_t)kb * NR, acc, pf);
     if (kb < k) kernel_steps(mr, k - kb, pa + (size_t)kb * mr, b + (size_t)kb * NR, acc, 0);
     for (int r = 0; r < mr; r++) {
-        float tmp[NR] = {0}, *cr = c + (size_t)r * ldc, *dst = nc == NR ? cr : tmp;
-        if (add) {
-            wv c0, c1;
-            if (nc < NR) memcpy(tmp, cr, sizeof(float) * (size_t)nc);
-            memcpy(&c0, dst, sizeof c0);
-            memcpy(&c1, dst + VW, sizeof c1);
-            acc[r][0] += c0;
-            acc[r][1] += c1;
+        float *cr = c + (size_t)r * ldc, part[NR];
+        float *dst = cr;
+        if (nc < NR) { /* the last panel of a cout that is not a multiple of NR: through a full-width copy */
+            memset(part, 0, sizeof part);
+            if (add) memcpy(part, cr, sizeof(float) * (size_t)nc);
+            dst = part;
         }
-        memcpy(dst, &acc[r][0], sizeof acc[r][0]);
-        memcpy(dst + VW, &acc[r][1], sizeof acc[r][1]);
-        if (nc < NR) memcpy(cr, tmp, sizeof(float) * (size_t)nc);
+        if (add) {
+            acc[r][0] += vload(dst);
+            acc[r][1] += vload(dst + VA);
+        }
+        vstore(dst, acc[r][0]);
+        vstore(dst + VA, acc[r][1]);
+        if (nc < NR) memcpy(cr, part, sizeof(float) * (size_t)nc);
     }
 }
 
@@ -279,8 +271,8 @@ long nn_wino_tiles(int m, int n, int oh, int ow)
 }
 
 /* Tiles per block: the transformed input and output of a block (a^2 x T x (cin + cout) floats) near 2 MB,
- * and at least 126 tiles so that U, read once per block, is used by enough rows; a multiple of the kernel's
- * MR. */
+ * and at least 128 tiles so that U, read once per block, is used by enough rows; a multiple of the kernel's
+ * MR (so at least 140 on AVX-512, 132 otherwise). */
 void nn_wino_sizes(int m, int cin, int cout, long tiles, nn_wino_size *z)
 {
     const long a2 = (long)(m + 2) * (m + 2);
@@ -299,7 +291,7 @@ __attribute__((always_inline)) static inline void input_chunk(const int m, const
                                                               float *vt, size_t vs, int i, const int nv)
 {
     const int a = m + 2;
-    wv d[6][6], e[6][6];
+    vfa d[6][6], e[6][6];
     for (int r = 0; r < a; r++)
         for (int q = 0; q < a; q++) d[r][q] = ld(src + r * rs + (size_t)q * cin + i, nv);
 #pragma GCC unroll 6
@@ -310,7 +302,7 @@ __attribute__((always_inline)) static inline void input_chunk(const int m, const
     for (int r = 0; r < a; r++)
 #pragma GCC unroll 6
         for (int q = 0; q < a; q++) {
-            wv s;
+            vfa s;
             DOT(s, a, BT(m, q, j_), e[r][j_]);
             st(vt + (size_t)(r * a + q) * vs, s, nv);
         }
@@ -323,24 +315,24 @@ __attribute__((always_inline)) static inline void output_chunk(const int m, cons
                                                                size_t rs, size_t ps, int relu, int o, const int nv)
 {
     const int a = m + 2;
-    wv q[6][6], s[4][6];
+    vfa q[6][6], s[4][6];
     for (int r = 0; r < a; r++)
         for (int c = 0; c < a; c++) q[r][c] = ld(mt + (size_t)(r * a + c) * ms + o, nv);
 #pragma GCC unroll 4
     for (int r = 0; r < m; r++)
 #pragma GCC unroll 6
         for (int c = 0; c < a; c++) DOT(s[r][c], a, AT(m, r, j_), q[j_][c]);
-    const wv bo = bias ? ld(bias + o, nv) : (wv){0};
+    const vfa bo = bias ? ld(bias + o, nv) : (vfa){0};
 #pragma GCC unroll 4
     for (int r = 0; r < m; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < m; c++) {
-            wv yv;
+            vfa yv;
             DOT(yv, a, AT(m, c, j_), s[r][j_]);
             yv += bo;
             const size_t at = r * rs + c * ps + o;
             if (res) yv += ld(res + at, nv);
-            if (relu) yv = (wv)((wi)yv & (yv > 0)); /* the comparison's lanes are all ones or zero */
+            if (relu) yv = vselect(yv > 0, yv, (vfa){0});
             st(y + at, yv, nv);
         }
 }
@@ -350,9 +342,9 @@ __attribute__((always_inline)) static inline void output_tile(const int m, const
                                                               const float *bias, float *y, const float *res,
                                                               size_t rs, size_t ps, const int relu, int cout)
 {
-    for (int o = 0; o < cout; o += VW) {
-        if (cout - o >= VW)
-            output_chunk(m, mt, ms, bias, y, res, rs, ps, relu, o, VW);
+    for (int o = 0; o < cout; o += VA) {
+        if (cout - o >= VA)
+            output_chunk(m, mt, ms, bias, y, res, rs, ps, relu, o, VA);
         else
             output_chunk(m, mt, ms, bias, y, res, rs, ps, relu, o, cout - o);
     }
@@ -385,9 +377,9 @@ __attribute__((always_inline)) static inline void conv_m(const int m, const floa
                 rs = (size_t)a * cin;
             }
             float *vt = v + (size_t)t * cin;
-            for (int i = 0; i < cin; i += VW) {
-                if (cin - i >= VW)
-                    input_chunk(m, src, rs, cin, vt + i, vs, i, VW);
+            for (int i = 0; i < cin; i += VA) {
+                if (cin - i >= VA)
+                    input_chunk(m, src, rs, cin, vt + i, vs, i, VA);
                 else
                     input_chunk(m, src, rs, cin, vt + i, vs, i, cin - i);
             }

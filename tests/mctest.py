@@ -2,7 +2,9 @@
 
 A test exits 0 to pass, 77 to skip (its last printed line says why) and anything else to fail.
 """
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,7 +85,12 @@ def rel_max_err(ours, ref):
 
 
 def tmpdir():
-    return tempfile.mkdtemp(prefix="mctest-")
+    """A fresh directory, removed when the test exits (MC_KEEP_TMP=1 keeps it for a look after a failure).
+    The detector tests' directories hold ~500 MB of weights each: left behind, 1400 of them filled a disk."""
+    d = tempfile.mkdtemp(prefix="mctest-")
+    if not os.environ.get("MC_KEEP_TMP"):
+        atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 class Checks:

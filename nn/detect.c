@@ -610,6 +610,7 @@ static det_plan *plan_for(nn_detector *d, int ph, int pw)
     p->ctx.bf16 = d->cfg.precision == NN_PREC_BF16;
     p->ctx.release_fp32 = p->ctx.bf16; /* a detector's precision is fixed when it is made */
     p->ctx.winograd = nn_winograd_default();
+    p->ctx.pgemm = nn_pgemm_default();
     det_run(&p->ctx, d, ph, pw, NULL);
     MC_ASSERT(!p->ctx.too_small);
     p->ctx.measure = 0;

@@ -20,6 +20,7 @@ typedef struct nn_ctx {
     int bf16; /* the plan's precision is bf16: matrix layers with a pack run on AMX */
     int release_fp32; /* bf16 only in this process: a weight's fp32 pages go back to the system once packed */
     int winograd;     /* fp32 3x3 stride-1 convolutions by Winograd F(4x4 or 2x2, 3x3) (nn/winograd.c) */
+    int pgemm;        /* fp32 dense convolutions on packed weights (nn/gemm_packed.c) instead of sgemm */
     int too_small; /* set during measure when a layer's output would be empty */
     double macs;   /* multiply-adds of one pass, counted during measure (for GFLOP/s figures) */
     char *base;
@@ -34,6 +35,8 @@ typedef struct nn_ctx {
 /* Whether new fp32 plans take Winograd for 3x3 stride-1 convolutions: yes, unless MORPHCAT_WINOGRAD=0 in the
  * environment (the im2col path, for comparisons). Read when a plan is made. */
 int nn_winograd_default(void);
+/* Likewise for nn/gemm_packed.c's product (MORPHCAT_PGEMM=0: OpenBLAS sgemm, for comparisons). */
+int nn_pgemm_default(void);
 
 float *nn_ctx_alloc(nn_ctx *ctx, size_t nfloat);
 void nn_ctx_release(nn_ctx *ctx, const float *p);
@@ -82,6 +85,9 @@ typedef struct nn_conv {
     float *w; /* dense: [cout][k][k][cin] (NHWC patch order); depthwise: [k][k][c] */
     float *b; /* [cout], always present (zeros when the file has no bias) */
     nn_wpack *pk; /* bf16 tiles of w, filled by the first bf16 plan; NULL: this layer stays fp32 */
+    int *panels;  /* where w may be packed for nn/gemm_packed.c (dense, cout a multiple of its panel width,
+                   * not a Winograd layer): 1 while w holds the panels, 0 while [cout][k][k][cin]. Switched in
+                   * place by the plans that need the other (one thread at a time). NULL: never packed */
 } nn_conv;
 
 /* Load conv `wname` ([cout, cin/groups, k, k]) with optional bias `bname` and optional batch norm at

@@ -20,6 +20,17 @@ typedef enum {
 void nn_gemm_fused(int M, int N, int K, const float *A, int lda, const float *W, int ldw, const float *bias,
                    const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc);
 
+/* fp32 C[M x N] = act(A W^T + bias + res) with W ([N][K]) packed once by nn_pgemm_pack into
+ * nn_pgemm_floats(N, K) floats (nn/gemm_packed.c). bias: nn_pgemm_padded(N) floats (zeros past N) or NULL;
+ * res (rows ldr apart) may be NULL. act applied in the kernel for ReLU, over each finished block otherwise. */
+int nn_pgemm_native(void); /* whether this build's vector width makes it worth taking over sgemm */
+int nn_pgemm_padded(int N);
+size_t nn_pgemm_floats(int N, int K);
+void nn_pgemm_pack(const float *w, int N, int K, float *wp);
+void nn_pgemm_unpack(const float *wp, int N, int K, float *w);
+void nn_pgemm(int M, int N, int K, const float *A, int lda, const float *wp, const float *bias, const float *res,
+              int ldr, nn_act act, float *C, int ldc);
+
 /* 3x3 stride-1 dense convolution by Winograd F(m x m, 3x3), m = 2 or 4 (nn/winograd.c), NHWC. nn_wino_pick:
  * the m for a layer's channel counts (multiples of 8, at least 16), 0 where it does not apply. nn_wino_sizes:
  * for nn_wino_tiles tiles (m x m output blocks), the tiles per block T and the floats of each buffer. u: the

@@ -14,6 +14,12 @@ int nn_winograd_default(void)
     return !(e && !strcmp(e, "0"));
 }
 
+int nn_pgemm_default(void)
+{
+    const char *e = getenv("MORPHCAT_PGEMM");
+    return nn_pgemm_native() && !(e && !strcmp(e, "0"));
+}
+
 int nn_conv_out(int in, int k, int stride, int pad)
 {
     if (in + 2 * pad < k) return 0; /* the window does not fit: an empty output (C division truncates) */
@@ -57,6 +63,8 @@ int nn_conv_load(nn_loader *L, nn_conv *cv, const char *wname, const char *bname
     cv->w = mc_malloc_aligned(sizeof(float) * (size_t)cout * kk * (depthwise ? 1 : (size_t)cin));
     cv->b = mc_malloc_aligned(sizeof(float) * (size_t)cout);
     cv->pk = depthwise ? NULL : nn_wpack_new(1);
+    if (!depthwise && cout % nn_pgemm_padded(1) == 0 && !(k == 3 && stride == 1 && nn_wino_pick(cin, cout)))
+        cv->panels = mc_calloc(1, sizeof(int));
     for (int o = 0; o < cout; o++) {
         /* fold in double: scale = gamma / sqrt(var + eps), bias = (b - mean) * scale + beta */
         double scale = 1.0, shift = b ? b[o] : 0.0;
@@ -81,8 +89,10 @@ void nn_conv_free(nn_conv *cv)
     free(cv->w);
     free(cv->b);
     nn_wpack_delete(cv->pk);
+    free(cv->panels);
     cv->w = cv->b = NULL;
     cv->pk = NULL;
+    cv->panels = NULL;
 }
 
 void nn_conv_keep_fp32(nn_conv *cv)
@@ -155,6 +165,28 @@ static long conv_tile_rows(long K, long N, long P, int bf16)
     return t > P ? P : t;
 }
 
+/* w of a conv with panels in the layout a plan needs: 1, nn/gemm_packed.c's panels (the same floats, as cout
+ * is a multiple of the panel width), or 0, [cout][k][k][cin] (sgemm, and the source of bf16 packs). Switched
+ * in place, so only a process alternating precisions pays for it, once per switch. */
+static void conv_layout(const nn_conv *cv, int want, int K)
+{
+    if (*cv->panels == want) return;
+    /* panel j's floats are rows j.. j + NR - 1 of [cout][K]: switched a block of NR rows at a time */
+    const int nr = nn_pgemm_padded(1);
+    MC_ASSERT(cv->cout % nr == 0);
+    float *t = mc_malloc_aligned(sizeof(float) * (size_t)nr * K);
+    for (int j = 0; j < cv->cout; j += nr) {
+        float *blk = cv->w + (size_t)j * K;
+        memcpy(t, blk, sizeof(float) * (size_t)nr * K);
+        if (want)
+            nn_pgemm_pack(t, nr, K, blk);
+        else
+            nn_pgemm_unpack(t, nr, K, blk);
+    }
+    free(t);
+    *cv->panels = want;
+}
+
 nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_tensor *res)
 {
     MC_ASSERT(x.c == cv->cin);
@@ -194,7 +226,10 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
     const long P = nn_tensor_pixels(y);
     const int K = cv->k * cv->k * cv->cin, N = cv->cout;
     const int direct = cv->k == 1 && cv->stride == 1 && cv->pad == 0;
-    const long T = conv_tile_rows(K, N, P, ctx->bf16);
+    const int bf16 = ctx->bf16 && cv->pk, pg = ctx->pgemm && cv->panels && !bf16;
+    if (cv->panels && (!bf16 || (ctx->measure && !cv->pk->d))) conv_layout(cv, pg, K);
+    /* the packed product blocks rows itself: one call for a 1x1 layer, im2col blocks as for sgemm */
+    const long T = pg && direct ? P : conv_tile_rows(K, N, P, ctx->bf16);
     float *col = direct ? NULL : nn_ctx_alloc(ctx, (size_t)T * K);
     float *sc = nn_matmul_prepare(ctx, cv->pk, (int)T, N, K, cv->w, K);
     if (!ctx->measure) {
@@ -206,8 +241,11 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
                 A = col;
             }
             float *C = y.d + (size_t)p0 * N;
-            nn_matmul(cv->pk, sc, (int)rows, N, K, A, K, cv->w, K, cv->b, res ? res->d + (size_t)p0 * N : NULL, N, 0,
-                      cv->act, C, N);
+            const float *r = res ? res->d + (size_t)p0 * N : NULL;
+            if (pg)
+                nn_pgemm((int)rows, N, K, A, K, cv->w, cv->b, r, N, cv->act, C, N);
+            else
+                nn_matmul(cv->pk, sc, (int)rows, N, K, A, K, cv->w, K, cv->b, r, N, 0, cv->act, C, N);
         }
     }
     nn_ctx_release(ctx, sc);

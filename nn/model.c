@@ -366,6 +366,7 @@ int nn_plan_init(const nn_model *m, int batch, int height, int width, nn_precisi
     MC_ASSERT(!m->bf16_only || p->ctx.bf16); /* the fp32 weights may be gone */
     p->ctx.release_fp32 = m->bf16_only;
     p->ctx.winograd = nn_winograd_default();
+    p->ctx.pgemm = nn_pgemm_default();
     p->ctx.measure = 1;
     run(&p->ctx, m, NULL, batch, height, width, NULL, NULL);
     if (p->ctx.too_small) {

@@ -73,21 +73,13 @@ int nn_wino_pick(int cin, int cout)
     return cin >= 128 && cout >= 128 && (long)cin * cout <= 256L * 256 ? 4 : 2;
 }
 
-/* The products M[xi] = V[xi] U[xi]^T go through a register-blocked kernel of its own rather than sgemm: per
- * call sgemm packs both operands, and with blocks of tiles small enough to keep V and M near the core that
- * packing was about a seventh of the layer (each position's weights repacked for every block). Here neither
- * operand is packed: V stays as the input transform writes it (one row of cin values per tile), and U is
- * written by the weight transform directly in the kernel's layout, NR output channels side by side per input
- * channel, in panels of cin x NR (the last one zero-padded), so the kernel reads both as they lie. MR tiles x
- * NR channels per call: MR x 2 vector accumulators (28 of the 32 registers on AVX-512, 12 of 16 on AVX2). */
-#define NR (2 * VA)
-#if VA == 16
-#define MR 14
-#else
-#define MR 6
-#endif
-#define KC 128 /* input channels summed per pass of the kernel (see wino_gemm) */
-#define KL 16  /* input channels per cache line of a row of V */
+/* The products M[xi] = V[xi] U[xi]^T go through the register-blocked kernel of nn/panel.h rather than
+ * sgemm: per call sgemm packs both operands, and with blocks of tiles small enough to keep V and M near the
+ * core that packing was about a seventh of the layer (each position's weights repacked for every block). Here
+ * neither operand is packed: V stays as the input transform writes it (one row of cin values per tile), and
+ * U is written by the weight transform directly in the kernel's layout, NR output channels side by side per
+ * input channel, in panels of cin x NR (the last one zero-padded), so the kernel reads both as they lie. */
+#include "nn/panel.h"
 
 static int padded_cout(int cout) { return (cout + NR - 1) / NR * NR; }
 
@@ -136,87 +128,6 @@ void nn_wino_weights(int m, const float *w, int cout, int cin, float *u)
         weights_m(4, w, cout, cin, u);
 }
 
-/* kn (1..KL) steps of the sum over input channels, from ab (a block of the packed panel: the MR rows' KL
- * values of one cache line's worth of channels, row after row) and b (rows of NR). With pf, the first pass
- * over a panel of U, which comes from the last-level cache or memory: fetched 16 steps ahead. */
-__attribute__((always_inline)) static inline void kernel_steps(const int mr, const int kn, const float *ab,
-                                                               const float *b, vfa acc[MR][2], const int pf)
-{
-#pragma GCC unroll 4
-    for (int kk = 0; kk < kn; kk++) {
-        if (pf) {
-            __builtin_prefetch(b + (size_t)(kk + 16) * NR);
-            __builtin_prefetch(b + (size_t)(kk + 16) * NR + VA);
-        }
-        const vfa b0 = vload(b + (size_t)kk * NR), b1 = vload(b + (size_t)kk * NR + VA);
-#pragma GCC unroll 14
-        for (int r = 0; r < mr; r++) {
-            const float s = ab[r * KL + kk];
-            acc[r][0] += s * b0;
-            acc[r][1] += s * b1;
-        }
-    }
-}
-
-/* c[mr x nc] (rows ldc apart) = the packed panel pa (mr rows, k channels) times the panel b (k rows of NR),
- * plus c when add is set */
-__attribute__((always_inline)) static inline void kernel_rows(const int mr, int k, const float *pa, const float *b,
-                                                              float *c, size_t ldc, int nc, int add, const int pf)
-{
-    vfa acc[MR][2];
-    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = (vfa){0};
-    int kb = 0;
-    for (; kb + KL <= k; kb += KL) kernel_steps(mr, KL, pa + (size_t)kb * mr, b + (size_t)kb * NR, acc, pf);
-    if (kb < k) kernel_steps(mr, k - kb, pa + (size_t)kb * mr, b + (size_t)kb * NR, acc, 0);
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + (size_t)r * ldc, part[NR];
-        float *dst = cr;
-        if (nc < NR) { /* the last panel of a cout that is not a multiple of NR: through a full-width copy */
-            memset(part, 0, sizeof part);
-            if (add) memcpy(part, cr, sizeof(float) * (size_t)nc);
-            dst = part;
-        }
-        if (add) {
-            acc[r][0] += vload(dst);
-            acc[r][1] += vload(dst + VA);
-        }
-        vstore(dst, acc[r][0]);
-        vstore(dst + VA, acc[r][1]);
-        if (nc < NR) memcpy(cr, part, sizeof(float) * (size_t)nc);
-    }
-}
-
-/* one panel of mr tiles (fewer than MR only at the end of a block) against every panel of U */
-__attribute__((always_inline)) static inline void panel_row(const int mr, int kc, const float *pa, const float *u,
-                                                            int cin, int k0, int cout, float *c, int add, int first)
-{
-    for (int j = 0; j < cout; j += NR) {
-        const float *b = u + (size_t)j * cin + (size_t)k0 * NR;
-        const int nc = cout - j < NR ? cout - j : NR;
-        if (first)
-            kernel_rows(mr, kc, pa, b, c + j, cout, nc, add, 1);
-        else
-            kernel_rows(mr, kc, pa, b, c + j, cout, nc, add, 0);
-    }
-}
-
-static void panel_tail(int mr, int kc, const float *pa, const float *u, int cin, int k0, int cout, float *c,
-                       int add)
-{
-    switch (mr) {
-#define PT(n)                                                                                                      \
-    case n:                                                                                                        \
-        panel_row(n, kc, pa, u, cin, k0, cout, c, add, 0);                                                         \
-        break;
-        PT(1) PT(2) PT(3) PT(4) PT(5)
-#if MR > 6
-        PT(6) PT(7) PT(8) PT(9) PT(10) PT(11) PT(12) PT(13)
-#endif
-#undef PT
-    default: MC_ASSERT(0);
-    }
-}
-
 /* mm[nt x cout] = v[nt x cin] times the packed u of one position. The sum over input channels goes KC at a
  * time into mm, fewer roundings in a row (with all 256 channels in one run, F(4x4)'s error at 256 channels
  * rose from 2.7e-6 to 1.2e-5 in test_kernels; 6.5e-6 in runs of 128). For each run, MR tiles' rows of V are
@@ -230,20 +141,12 @@ static void wino_gemm(int nt, int cin, int cout, const float *v, const float *u,
         const int kc = cin - k0 < KC ? cin - k0 : KC, add = k0 > 0;
         for (int t = 0; t < nt; t += MR) {
             const int mr = nt - t < MR ? nt - t : MR;
-            for (int kb = 0; kb < kc; kb += KL) { /* the panel: block kb holds the mr rows' channels kb.. */
-                const int kn = kc - kb < KL ? kc - kb : KL;
-                float *dst = pa + (size_t)kb * mr;
-                const float *src = v + (size_t)t * cin + k0 + kb;
-                if (kn == KL)
-                    for (int r = 0; r < mr; r++) memcpy(dst + r * KL, src + (size_t)r * cin, sizeof(float) * KL);
-                else
-                    for (int r = 0; r < mr; r++) memcpy(dst + r * KL, src + (size_t)r * cin, sizeof(float) * kn);
-            }
+            panel_copy(mr, kc, v + (size_t)t * cin + k0, (size_t)cin, pa);
             float *c = mm + (size_t)t * cout;
             if (mr == MR)
-                panel_row(MR, kc, pa, u, cin, k0, cout, c, add, t == 0);
+                panel_row(MR, kc, pa, u, cin, k0, 0, cout, cout, c, cout, add, t == 0, NULL, NULL, 0, 0);
             else
-                panel_tail(mr, kc, pa, u, cin, k0, cout, c, add);
+                panel_tail(mr, kc, pa, u, cin, k0, 0, cout, cout, c, cout, add, NULL, NULL, 0, 0);
         }
     }
 }

@@ -119,8 +119,11 @@ static nn_wfile *fake_file(int nt, const char **names, const int *ndims, const i
 
 /* wino: an fp32 plan that takes Winograd for 3x3 stride-1 layers (F(4x4) for 128-256 channels in and out,
  * F(2x2) otherwise), tested with a residual and ReLU as ResNet's and the detector's layers use them */
-static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, int depthwise, int wino)
+/* wino: Winograd on, with a residual and ReLU; pg: nn/gemm_packed.c's product (whatever this build's default),
+ * with a residual and ReLU */
+static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, int depthwise, int wino, int pg)
 {
+    const int fused = wino || pg;
     int oh = nn_conv_out(h, k, s, p), ow = nn_conv_out(w, k, s, p);
     int cin_w = depthwise ? 1 : c;
     float *wt = mc_malloc(sizeof(float) * (size_t)o * cin_w * k * k), *b = mc_malloc(sizeof(float) * (size_t)o);
@@ -135,12 +138,13 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
     nn_loader L = {.wf = wf, .prefix = "", .arch = "test", .err = err};
     nn_conv cv;
     int rc = nn_conv_load(&L, &cv, "c.weight", "c.bias", NULL, 0, c, o, k, s, p, depthwise,
-                          wino ? NN_ACT_RELU : NN_ACT_NONE);
+                          fused ? NN_ACT_RELU : NN_ACT_NONE);
     MC_ASSERT(rc == 0 && nn_loader_finish(&L) == 0);
+    MC_ASSERT(!pg || cv.panels); /* the layer is one the packed product takes */
 
-    nn_ctx ctx = {.measure = 1, .winograd = wino};
+    nn_ctx ctx = {.measure = 1, .winograd = wino, .pgemm = pg};
     nn_tensor x = nn_tensor_new(&ctx, n, h, w, c), r = nn_tensor_new(&ctx, n, oh, ow, o);
-    nn_tensor y = nn_conv_forward(&ctx, &cv, x, wino ? &r : NULL);
+    nn_tensor y = nn_conv_forward(&ctx, &cv, x, fused ? &r : NULL);
     ctx.measure = 0;
     ctx.base = mc_malloc_aligned(ctx.size);
     ctx.next = 0;
@@ -148,8 +152,9 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
     r = nn_tensor_new(&ctx, n, oh, ow, o);
     for (size_t i = 0; i < (size_t)n * h * w * c; i++) x.d[i] = frand();
     for (size_t i = 0; i < (size_t)n * oh * ow * o; i++) r.d[i] = frand();
-    y = nn_conv_forward(&ctx, &cv, x, wino ? &r : NULL);
+    y = nn_conv_forward(&ctx, &cv, x, fused ? &r : NULL);
     MC_ASSERT(ctx.next == ctx.n && y.h == oh && y.w == ow);
+    MC_ASSERT(!pg || *cv.panels == 1);
 
     size_t ny = (size_t)n * oh * ow * o;
     double *ref = mc_malloc(sizeof(double) * ny), maxref = 0, maxerr = 0;
@@ -163,14 +168,15 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
     } else {
         conv_ref(x.d, n, h, w, c, wt, b, o, k, s, p, oh, ow, ref);
     }
-    if (wino)
+    if (fused)
         for (size_t i = 0; i < ny; i++) ref[i] = fmax(0.0, ref[i] + r.d[i]);
     for (size_t i = 0; i < ny; i++) {
         maxref = fmax(maxref, fabs(ref[i]));
         maxerr = fmax(maxerr, fabs(y.d[i] - ref[i]));
     }
     char what[160];
-    snprintf(what, sizeof what, "%s conv n%d %dx%dx%d -> %d k%d s%d p%d", depthwise ? "depthwise" : wino ? "winograd" : "dense",
+    snprintf(what, sizeof what, "%s conv n%d %dx%dx%d -> %d k%d s%d p%d",
+             depthwise ? "depthwise" : wino ? "winograd" : pg ? "packed" : "dense",
              n, h, w, c, o, k, s, p);
     check(maxerr / maxref < 1e-5, what, maxerr / maxref, 1e-5);
     free(ref);
@@ -187,6 +193,50 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
     free(wf->t);
     free(wf->path);
     free(wf);
+}
+
+/* nn_pgemm with what the conv path does not reach: a width that is not a multiple of the panel (partial
+ * last panel), strided A, C and residual, the activations applied after the kernel; and pack/unpack */
+static void test_pgemm_direct(void)
+{
+    enum { M = 37, N = 40, K = 19, LDA = 23, LDC = 45, LDR = 41 };
+    const int np = nn_pgemm_padded(N);
+    float *a = mc_malloc(sizeof(float) * M * LDA), *w = mc_malloc(sizeof(float) * N * K), *r = mc_malloc(sizeof(float) * M * LDR);
+    float *wp = mc_malloc_aligned(sizeof(float) * nn_pgemm_floats(N, K)), *w2 = mc_malloc(sizeof(float) * N * K);
+    float *b = mc_calloc((size_t)np, sizeof(float)), *c = mc_malloc(sizeof(float) * M * LDC);
+    for (int i = 0; i < M * LDA; i++) a[i] = frand();
+    for (int i = 0; i < N * K; i++) w[i] = frand();
+    for (int i = 0; i < M * LDR; i++) r[i] = frand();
+    for (int i = 0; i < N; i++) b[i] = frand();
+    nn_pgemm_pack(w, N, K, wp);
+    nn_pgemm_unpack(wp, N, K, w2);
+    int same = !memcmp(w, w2, sizeof(float) * N * K);
+    check(same, "packed weights unpack to the original", same ? 0.0 : 1.0, 0.0);
+    const nn_act acts[4] = {NN_ACT_NONE, NN_ACT_RELU, NN_ACT_SILU, NN_ACT_GELU};
+    const char *names[4] = {"none", "relu", "silu", "gelu"};
+    for (int t = 0; t < 4; t++) {
+        for (int i = 0; i < M * LDC; i++) c[i] = 7.0f; /* the columns past N must stay as they are */
+        nn_pgemm(M, N, K, a, LDA, wp, b, r, LDR, acts[t], c, LDC);
+        double maxerr = 0, maxref = 0;
+        int kept = 1;
+        for (int i = 0; i < M; i++) {
+            for (int j = 0; j < N; j++) {
+                double z = b[j] + r[(size_t)i * LDR + j];
+                for (int k = 0; k < K; k++) z += (double)a[(size_t)i * LDA + k] * w[(size_t)j * K + k];
+                double ref = acts[t] == NN_ACT_RELU ? fmax(z, 0.0)
+                             : acts[t] == NN_ACT_SILU ? z / (1.0 + exp(-z))
+                             : acts[t] == NN_ACT_GELU ? gelu_ref(z)
+                                                      : z;
+                maxref = fmax(maxref, fabs(ref));
+                maxerr = fmax(maxerr, fabs(c[(size_t)i * LDC + j] - ref));
+            }
+            for (int j = N; j < LDC; j++) kept &= c[(size_t)i * LDC + j] == 7.0f;
+        }
+        char what[120];
+        snprintf(what, sizeof what, "packed GEMM %dx%dx%d, partial panel, strides, %s", M, N, K, names[t]);
+        check(maxerr / maxref < 1e-5 && kept, what, maxerr / maxref, 1e-5);
+    }
+    free(a), free(w), free(r), free(wp), free(w2), free(b), free(c);
 }
 
 static void test_layernorm(void)
@@ -263,25 +313,33 @@ int main(void)
     test_layernorm();
     test_maxpool();
     test_arena_replay();
-    test_conv(2, 13, 11, 3, 16, 3, 2, 1, 0, 0);  /* stem-like, odd sizes */
-    test_conv(1, 9, 9, 24, 40, 1, 1, 0, 0, 0);   /* pointwise: GEMM straight on the input */
-    test_conv(2, 10, 10, 16, 32, 1, 2, 0, 0, 0); /* strided 1x1 (ResNet downsample) */
-    test_conv(1, 23, 23, 7, 9, 7, 2, 3, 0, 0);   /* 7x7 stride 2 */
-    test_conv(1, 16, 16, 12, 12, 4, 4, 0, 0, 0); /* ConvNeXt stem patchify */
-    test_conv(3, 20, 20, 64, 64, 3, 1, 1, 0, 0); /* enough rows to span several GEMM tiles */
-    test_conv(3, 20, 20, 64, 64, 3, 1, 1, 0, 1); /* the same by Winograd F(2x2, 3x3), + residual, ReLU */
-    test_conv(2, 13, 11, 128, 160, 3, 1, 1, 0, 1); /* F(4x4, 3x3), tiles cut at the edges */
-    test_conv(1, 10, 9, 256, 128, 3, 1, 0, 0, 1);  /* F(4x4), no padding */
-    test_conv(2, 13, 11, 32, 48, 3, 1, 1, 0, 1); /* odd output sizes: tiles cut at the edges */
-    test_conv(1, 9, 7, 16, 16, 3, 1, 0, 0, 1);   /* no padding */
-    test_conv(4, 40, 40, 16, 16, 3, 1, 1, 0, 1); /* 1600 tiles: more than one block */
-    test_conv(2, 7, 7, 272, 256, 3, 1, 1, 0, 1); /* cin x cout past 256 x 256: F(2x2) again */
-    test_conv(2, 12, 10, 24, 40, 3, 1, 1, 0, 1); /* channels not a multiple of 16 (EfficientNetV2's 24) */
-    test_conv(1, 14, 14, 40, 40, 7, 1, 3, 1, 0); /* ConvNeXt depthwise 7x7 */
-    test_conv(2, 15, 15, 24, 24, 5, 2, 2, 1, 0); /* EfficientNet depthwise 5x5 stride 2 */
-    test_conv(1, 8, 8, 17, 17, 3, 1, 1, 1, 0);   /* odd channel count */
-    test_conv(2, 9, 37, 40, 40, 3, 1, 1, 1, 0);  /* wide rows: 4-pixel register blocks plus a channel tail */
-    test_conv(1, 12, 29, 48, 48, 5, 2, 2, 1, 0); /* strided 4-pixel blocks */
+    test_conv(2, 13, 11, 3, 16, 3, 2, 1, 0, 0, 0);  /* stem-like, odd sizes */
+    test_conv(1, 9, 9, 24, 40, 1, 1, 0, 0, 0, 0);   /* pointwise: GEMM straight on the input */
+    test_conv(2, 10, 10, 16, 32, 1, 2, 0, 0, 0, 0); /* strided 1x1 (ResNet downsample) */
+    test_conv(1, 23, 23, 7, 9, 7, 2, 3, 0, 0, 0);   /* 7x7 stride 2 */
+    test_conv(1, 16, 16, 12, 12, 4, 4, 0, 0, 0, 0); /* ConvNeXt stem patchify */
+    test_conv(3, 20, 20, 64, 64, 3, 1, 1, 0, 0, 0); /* enough rows to span several GEMM tiles */
+    test_conv(3, 20, 20, 64, 64, 3, 1, 1, 0, 1, 0); /* the same by Winograd F(2x2, 3x3), + residual, ReLU */
+    test_conv(2, 13, 11, 128, 160, 3, 1, 1, 0, 1, 0); /* F(4x4, 3x3), tiles cut at the edges */
+    test_conv(1, 10, 9, 256, 128, 3, 1, 0, 0, 1, 0);  /* F(4x4), no padding */
+    test_conv(2, 13, 11, 32, 48, 3, 1, 1, 0, 1, 0); /* odd output sizes: tiles cut at the edges */
+    test_conv(1, 9, 7, 16, 16, 3, 1, 0, 0, 1, 0);   /* no padding */
+    test_conv(4, 40, 40, 16, 16, 3, 1, 1, 0, 1, 0); /* 1600 tiles: more than one block */
+    test_conv(2, 7, 7, 272, 256, 3, 1, 1, 0, 1, 0); /* cin x cout past 256 x 256: F(2x2) again */
+    test_conv(2, 12, 10, 24, 40, 3, 1, 1, 0, 1, 0); /* channels not a multiple of 16 (EfficientNetV2's 24) */
+    test_conv(1, 14, 14, 40, 40, 7, 1, 3, 1, 0, 0); /* ConvNeXt depthwise 7x7 */
+    test_conv(2, 15, 15, 24, 24, 5, 2, 2, 1, 0, 0); /* EfficientNet depthwise 5x5 stride 2 */
+    test_conv(1, 8, 8, 17, 17, 3, 1, 1, 1, 0, 0);   /* odd channel count */
+    test_conv(2, 9, 37, 40, 40, 3, 1, 1, 1, 0, 0);  /* wide rows: 4-pixel register blocks plus a channel tail */
+    test_conv(1, 12, 29, 48, 48, 5, 2, 2, 1, 0, 0); /* strided 4-pixel blocks */
+    /* the packed product (nn/gemm_packed.c), + residual, ReLU: */
+    test_conv(3, 20, 20, 64, 96, 1, 1, 0, 0, 0, 1);   /* 1x1 over several row blocks */
+    test_conv(1, 9, 11, 300, 288, 1, 1, 0, 0, 0, 1);  /* K past two runs of 128, N past a column block */
+    test_conv(2, 10, 10, 48, 64, 1, 2, 0, 0, 0, 1);   /* strided 1x1 (im2col rows) */
+    test_conv(1, 23, 23, 3, 64, 7, 2, 3, 0, 0, 1);    /* ResNet's stem: K = 147 */
+    test_conv(2, 13, 11, 40, 32, 3, 2, 1, 0, 0, 1);   /* 3x3 stride 2 */
+    test_conv(1, 16, 16, 12, 32, 4, 4, 0, 0, 0, 1);   /* ConvNeXt stem patchify */
+    test_pgemm_direct();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -479,7 +479,7 @@ static void det_run(nn_ctx *ctx, const nn_detector *d, int ph, int pw, det_io *i
 
     /* RoI heads: MultiScaleRoIAlign over P2..P5, TwoMLPHead, predictor; in tiles of DET_TILE_* RoIs */
     const int PP = DET_POOL * DET_POOL, K6 = F * PP, rep = d->rep, NP = 5 * C;
-    const int tile = d->fc6_pk ? DET_TILE_BF16 : DET_TILE_FP32, T = R_max < tile ? R_max : tile;
+    const int tile = ctx->bf16 ? DET_TILE_BF16 : DET_TILE_FP32, T = R_max < tile ? R_max : tile;
     float *pooled = alloc_n(ctx, (size_t)T * K6);
     float *h6 = alloc_n(ctx, (size_t)T * rep), *h7 = alloc_n(ctx, (size_t)T * rep);
     float *pred = alloc_n(ctx, (size_t)R_max * NP);

@@ -18,6 +18,8 @@ typedef struct nn_wpack {
     int kp, np; /* padded to 32 */
     int split;  /* NN_SPLIT_*: how many bf16 terms stand for W and for A */
     int fp32_released; /* the fp32 weights this pack was made from are gone (bf16-only process) */
+    int fp32_only;     /* never packed to bf16: the layer stays fp32 in bf16 plans (nn_conv_keep_fp32) */
+    int fp32_panels;   /* the fp32 W now holds nn/gemm_packed.c's panels (nn_matmul_prepare switches it) */
 } nn_wpack;
 
 /* The terms of a product (chosen per layer by the precision policy, docs/engine.md):

@@ -84,10 +84,8 @@ typedef struct nn_conv {
     nn_act act;
     float *w; /* dense: [cout][k][k][cin] (NHWC patch order); depthwise: [k][k][c] */
     float *b; /* [cout], always present (zeros when the file has no bias) */
-    nn_wpack *pk; /* bf16 tiles of w, filled by the first bf16 plan; NULL: this layer stays fp32 */
-    int *panels;  /* where w may be packed for nn/gemm_packed.c (dense, cout a multiple of its panel width,
-                   * not a Winograd layer): 1 while w holds the panels, 0 while [cout][k][k][cin]. Switched in
-                   * place by the plans that need the other (one thread at a time). NULL: never packed */
+    nn_wpack *pk; /* dense: bf16 tiles of w, filled by the first bf16 plan, and the fp32 layout of w (which
+                   * fp32 plans may switch to nn/gemm_packed.c's panels); NULL for depthwise */
 } nn_conv;
 
 /* Load conv `wname` ([cout, cin/groups, k, k]) with optional bias `bname` and optional batch norm at
@@ -105,16 +103,19 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
 void nn_conv_keep_fp32(nn_conv *cv);
 
 /* A matrix layer C = act(A W^T + bias (+res | +C)) that follows the plan's precision. pk is the layer's
- * pack (nn_wpack_new at load; NULL keeps the layer fp32). nn_matmul_prepare, called in both passes before
- * the products, packs W during a bf16 plan's measure pass and returns the AMX scratch for up to maxM rows
- * (NULL for fp32; release it with nn_ctx_release after the products); nn_matmul then runs one product,
- * on AMX when scratch is not NULL, else through nn_gemm_fused.
+ * pack (nn_wpack_new at load; NULL keeps the layer fp32 on sgemm). nn_matmul_prepare, called in both passes
+ * before the products, packs W during a bf16 plan's measure pass and returns the AMX scratch for up to maxM
+ * rows (NULL for fp32; release it with nn_ctx_release after the products); nn_matmul then runs one product,
+ * on AMX when scratch is not NULL, else on nn/gemm_packed.c's panels where nn_matmul_panels says so (W is
+ * switched to them in place, and back for a bf16 pack; plans are made and run from one thread), else
+ * through nn_gemm_fused. The panels take accumulate or res, not both.
  * With ctx->release_fp32 the pages of W are given back to the system (madvise) right after packing, and any
  * later fp32 product on that layer aborts (nn_model_bf16_only).
  */
 nn_wpack *nn_wpack_new(int split);
 void nn_wpack_delete(nn_wpack *pk);
 float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, const float *W, int ldw);
+int nn_matmul_panels(const nn_ctx *ctx, const nn_wpack *pk, int N, int K, int ldw);
 void nn_matmul(const nn_wpack *pk, float *scratch, int M, int N, int K, const float *A, int lda, const float *W,
                int ldw, const float *bias, const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc);
 

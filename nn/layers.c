@@ -63,8 +63,6 @@ int nn_conv_load(nn_loader *L, nn_conv *cv, const char *wname, const char *bname
     cv->w = mc_malloc_aligned(sizeof(float) * (size_t)cout * kk * (depthwise ? 1 : (size_t)cin));
     cv->b = mc_malloc_aligned(sizeof(float) * (size_t)cout);
     cv->pk = depthwise ? NULL : nn_wpack_new(1);
-    if (!depthwise && cout % nn_pgemm_padded(1) == 0 && !(k == 3 && stride == 1 && nn_wino_pick(cin, cout)))
-        cv->panels = mc_calloc(1, sizeof(int));
     for (int o = 0; o < cout; o++) {
         /* fold in double: scale = gamma / sqrt(var + eps), bias = (b - mean) * scale + beta */
         double scale = 1.0, shift = b ? b[o] : 0.0;
@@ -89,16 +87,13 @@ void nn_conv_free(nn_conv *cv)
     free(cv->w);
     free(cv->b);
     nn_wpack_delete(cv->pk);
-    free(cv->panels);
     cv->w = cv->b = NULL;
     cv->pk = NULL;
-    cv->panels = NULL;
 }
 
 void nn_conv_keep_fp32(nn_conv *cv)
 {
-    nn_wpack_delete(cv->pk);
-    cv->pk = NULL;
+    if (cv->pk) cv->pk->fp32_only = 1;
 }
 
 nn_wpack *nn_wpack_new(int split)
@@ -125,11 +120,49 @@ static void release_pages(const float *w, size_t n)
     if (b > a && madvise((void *)a, b - a, MADV_DONTNEED) != 0) MC_ASSERT(!"madvise(MADV_DONTNEED) failed");
 }
 
-/* The pack is the one thing a plan writes into its model: once, in the first bf16 plan's measure pass
- * (plans are made before any forward pass and from one thread). */
+/* Whether a product's W may lie in nn/gemm_packed.c's panels: a whole number of them wide (then the panels are
+ * the same floats, switched in place), rows contiguous, K at most 8192. The detector's fc6 (K = 12544, 51 MB)
+ * stays on sgemm: 0.95x there, where the kernel's row blocks stream W from memory once each and sgemm, with
+ * 1000 rows in one call, packs it once. */
+static int panels_fit(int N, int K, int ldw)
+{
+    return ldw == K && N % nn_pgemm_padded(1) == 0 && K <= 8192;
+}
+
+int nn_matmul_panels(const nn_ctx *ctx, const nn_wpack *pk, int N, int K, int ldw)
+{
+    return pk && ctx->pgemm && !(ctx->bf16 && !pk->fp32_only) && panels_fit(N, K, ldw);
+}
+
+/* W ([N][K]) into the layout wanted: 1, the panels (panel j's floats are rows j.. j + NR - 1, so a block of NR
+ * rows at a time through a small copy), or 0, [N][K] (sgemm, and the source of a bf16 pack) */
+static void fp32_layout(nn_wpack *pk, float *W, int N, int K, int want)
+{
+    if (pk->fp32_panels == want) return;
+    const int nr = nn_pgemm_padded(1);
+    MC_ASSERT(N % nr == 0 && !pk->fp32_released);
+    float *t = mc_malloc_aligned(sizeof(float) * (size_t)nr * K);
+    for (int j = 0; j < N; j += nr) {
+        float *blk = W + (size_t)j * K;
+        memcpy(t, blk, sizeof(float) * (size_t)nr * K);
+        if (want)
+            nn_pgemm_pack(t, nr, K, blk);
+        else
+            nn_pgemm_unpack(t, nr, K, blk);
+    }
+    free(t);
+    pk->fp32_panels = want;
+}
+
+/* The pack and W's layout are the things a plan writes into its model: the pack once, in the first bf16
+ * plan's measure pass; the layout whenever a plan needs the other one (plans are made and run from one
+ * thread). W is the model's own (non-const) array. */
 float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, const float *W, int ldw)
 {
-    if (!ctx->bf16 || !pk) return NULL;
+    const int amx = ctx->bf16 && pk && !pk->fp32_only;
+    if (pk && panels_fit(N, K, ldw) && (!amx || (ctx->measure && !pk->d)))
+        fp32_layout(pk, (float *)W, N, K, nn_matmul_panels(ctx, pk, N, K, ldw));
+    if (!amx) return NULL;
     if (ctx->measure && !pk->d) {
         nn_wpack_init(pk, W, N, K, ldw, pk->split);
         if (ctx->release_fp32) {
@@ -144,10 +177,15 @@ float *nn_matmul_prepare(nn_ctx *ctx, nn_wpack *pk, int maxM, int N, int K, cons
 void nn_matmul(const nn_wpack *pk, float *scratch, int M, int N, int K, const float *A, int lda, const float *W,
                int ldw, const float *bias, const float *res, int ldr, int accumulate, nn_act act, float *C, int ldc)
 {
-    if (scratch)
+    if (scratch) {
         nn_gemm_bf16(M, A, lda, pk, bias, res, ldr, accumulate, act, C, ldc, scratch);
-    else {
-        MC_ASSERT(!pk || !pk->fp32_released); /* an fp32 product after nn_model_bf16_only */
+        return;
+    }
+    MC_ASSERT(!pk || !pk->fp32_released); /* an fp32 product after nn_model_bf16_only */
+    if (pk && pk->fp32_panels) {
+        MC_ASSERT(!(accumulate && res) && ldw == K);
+        nn_pgemm(M, N, K, A, lda, W, bias, accumulate ? C : res, accumulate ? ldc : ldr, act, C, ldc);
+    } else {
         nn_gemm_fused(M, N, K, A, lda, W, ldw, bias, res, ldr, accumulate, act, C, ldc);
     }
 }
@@ -163,28 +201,6 @@ static long conv_tile_rows(long K, long N, long P, int bf16)
     long t = (1L << 18) / (K > N || bf16 ? K : N);
     if (t < 1024) t = 1024;
     return t > P ? P : t;
-}
-
-/* w of a conv with panels in the layout a plan needs: 1, nn/gemm_packed.c's panels (the same floats, as cout
- * is a multiple of the panel width), or 0, [cout][k][k][cin] (sgemm, and the source of bf16 packs). Switched
- * in place, so only a process alternating precisions pays for it, once per switch. */
-static void conv_layout(const nn_conv *cv, int want, int K)
-{
-    if (*cv->panels == want) return;
-    /* panel j's floats are rows j.. j + NR - 1 of [cout][K]: switched a block of NR rows at a time */
-    const int nr = nn_pgemm_padded(1);
-    MC_ASSERT(cv->cout % nr == 0);
-    float *t = mc_malloc_aligned(sizeof(float) * (size_t)nr * K);
-    for (int j = 0; j < cv->cout; j += nr) {
-        float *blk = cv->w + (size_t)j * K;
-        memcpy(t, blk, sizeof(float) * (size_t)nr * K);
-        if (want)
-            nn_pgemm_pack(t, nr, K, blk);
-        else
-            nn_pgemm_unpack(t, nr, K, blk);
-    }
-    free(t);
-    *cv->panels = want;
 }
 
 nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_tensor *res)
@@ -205,6 +221,8 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
     }
     const int wm = ctx->winograd && !ctx->bf16 && cv->k == 3 && cv->stride == 1 ? nn_wino_pick(cv->cin, cv->cout) : 0;
     if (wm) {
+        /* the transform reads [cout][3][3][cin]: back from the panels an im2col plan (no Winograd) left */
+        if (cv->pk && cv->pk->fp32_panels) fp32_layout(cv->pk, cv->w, cv->cout, 9 * cv->cin, 0);
         /* the weights are transformed per pass (a^2 cin cout floats of scratch; 2% of the detector's time at
          * one image a pass), so the model holds no second copy */
         nn_wino_size z;
@@ -226,10 +244,8 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
     const long P = nn_tensor_pixels(y);
     const int K = cv->k * cv->k * cv->cin, N = cv->cout;
     const int direct = cv->k == 1 && cv->stride == 1 && cv->pad == 0;
-    const int bf16 = ctx->bf16 && cv->pk, pg = ctx->pgemm && cv->panels && !bf16;
-    if (cv->panels && (!bf16 || (ctx->measure && !cv->pk->d))) conv_layout(cv, pg, K);
     /* the packed product blocks rows itself: one call for a 1x1 layer, im2col blocks as for sgemm */
-    const long T = pg && direct ? P : conv_tile_rows(K, N, P, ctx->bf16);
+    const long T = direct && nn_matmul_panels(ctx, cv->pk, N, K, K) ? P : conv_tile_rows(K, N, P, ctx->bf16);
     float *col = direct ? NULL : nn_ctx_alloc(ctx, (size_t)T * K);
     float *sc = nn_matmul_prepare(ctx, cv->pk, (int)T, N, K, cv->w, K);
     if (!ctx->measure) {
@@ -241,11 +257,8 @@ nn_tensor nn_conv_forward(nn_ctx *ctx, const nn_conv *cv, nn_tensor x, const nn_
                 A = col;
             }
             float *C = y.d + (size_t)p0 * N;
-            const float *r = res ? res->d + (size_t)p0 * N : NULL;
-            if (pg)
-                nn_pgemm((int)rows, N, K, A, K, cv->w, cv->b, r, N, cv->act, C, N);
-            else
-                nn_matmul(cv->pk, sc, (int)rows, N, K, A, K, cv->w, K, cv->b, r, N, 0, cv->act, C, N);
+            nn_matmul(cv->pk, sc, (int)rows, N, K, A, K, cv->w, K, cv->b, res ? res->d + (size_t)p0 * N : NULL, N, 0,
+                      cv->act, C, N);
         }
     }
     nn_ctx_release(ctx, sc);

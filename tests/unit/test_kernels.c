@@ -140,7 +140,8 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
     int rc = nn_conv_load(&L, &cv, "c.weight", "c.bias", NULL, 0, c, o, k, s, p, depthwise,
                           fused ? NN_ACT_RELU : NN_ACT_NONE);
     MC_ASSERT(rc == 0 && nn_loader_finish(&L) == 0);
-    MC_ASSERT(!pg || cv.panels); /* the layer is one the packed product takes */
+    nn_ctx ctx0 = {.pgemm = pg};
+    MC_ASSERT(!pg || nn_matmul_panels(&ctx0, cv.pk, o, k * k * c, k * k * c)); /* one the packed product takes */
 
     nn_ctx ctx = {.measure = 1, .winograd = wino, .pgemm = pg};
     nn_tensor x = nn_tensor_new(&ctx, n, h, w, c), r = nn_tensor_new(&ctx, n, oh, ow, o);
@@ -154,7 +155,7 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
     for (size_t i = 0; i < (size_t)n * oh * ow * o; i++) r.d[i] = frand();
     y = nn_conv_forward(&ctx, &cv, x, fused ? &r : NULL);
     MC_ASSERT(ctx.next == ctx.n && y.h == oh && y.w == ow);
-    MC_ASSERT(!pg || *cv.panels == 1);
+    MC_ASSERT(!pg || cv.pk->fp32_panels == 1);
 
     size_t ny = (size_t)n * oh * ow * o;
     double *ref = mc_malloc(sizeof(double) * ny), maxref = 0, maxerr = 0;
@@ -179,6 +180,24 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
              depthwise ? "depthwise" : wino ? "winograd" : pg ? "packed" : "dense",
              n, h, w, c, o, k, s, p);
     check(maxerr / maxref < 1e-5, what, maxerr / maxref, 1e-5);
+    if (pg) { /* a plan without the panels on the same layer afterwards: its weights switched back, same result */
+        nn_ctx c2 = {.measure = 1, .winograd = wino};
+        nn_tensor x2 = nn_tensor_new(&c2, n, h, w, c), r2 = nn_tensor_new(&c2, n, oh, ow, o);
+        nn_conv_forward(&c2, &cv, x2, &r2);
+        c2.measure = 0;
+        c2.base = mc_malloc_aligned(c2.size);
+        c2.next = 0;
+        x2 = nn_tensor_new(&c2, n, h, w, c);
+        r2 = nn_tensor_new(&c2, n, oh, ow, o);
+        memcpy(x2.d, x.d, sizeof(float) * (size_t)n * h * w * c);
+        memcpy(r2.d, r.d, sizeof(float) * ny);
+        nn_tensor y2 = nn_conv_forward(&c2, &cv, x2, &r2);
+        double e2 = 0;
+        for (size_t i = 0; i < ny; i++) e2 = fmax(e2, fabs(y2.d[i] - ref[i]));
+        snprintf(what, sizeof what, "  then sgemm on the same layer (weights unpacked: %s)", cv.pk->fp32_panels ? "no" : "yes");
+        check(e2 / maxref < 1e-5 && !cv.pk->fp32_panels, what, e2 / maxref, 1e-5);
+        free(c2.base), free(c2.off), free(c2.len), free(c2.live_off), free(c2.live_len);
+    }
     free(ref);
     free(ctx.base);
     free(ctx.off);

@@ -481,15 +481,13 @@ static void mx_attn_forward(nn_ctx *ctx, const maxvit *m, const mx_attn *a, nn_t
             const int k = x.n - i0 < per ? x.n - i0 : per;
             const int rows = (int)(k * P);
             float *xr = x.d + (size_t)i0 * P * c;
-            memcpy(t, xr, sizeof(float) * (size_t)rows * c);
-            nn_layernorm(t, rows, c, m->ln_eps, a->ln1w, a->ln1b);
+            nn_layernorm_to(xr, t, rows, c, m->ln_eps, a->ln1w, a->ln1b);
             nn_matmul(a->pk_qkv, s_qkv, rows, 3 * c, c, t, c, a->qkv_w, c, a->qkv_b, NULL, 0, 0, NN_ACT_NONE, qkv, 3 * c);
             for (int i = 0; i < k; i++)
                 nn_attn_sets(qkv + (size_t)i * P * 3 * c, nsets, ntok, ip, a->heads, MX_DIM_HEAD, !m->tf,
                              a->bias, scr, t + (size_t)i * P * c);
             nn_matmul(a->pk_proj, s_proj, rows, c, c, t, c, a->proj_w, c, a->proj_b, NULL, 0, 1, NN_ACT_NONE, xr, c);
-            memcpy(t, xr, sizeof(float) * (size_t)rows * c);
-            nn_layernorm(t, rows, c, m->ln_eps, a->ln2w, a->ln2b);
+            nn_layernorm_to(xr, t, rows, c, m->ln_eps, a->ln2w, a->ln2b);
             nn_matmul(a->pk_fc1, s_fc1, rows, hid, c, t, c, a->fc1_w, c, a->fc1_b, NULL, 0, 0,
                       m->tf ? NN_ACT_NONE : NN_ACT_GELU, h, hid);
             if (m->tf) nn_gelu_tanh_apply(h, (size_t)rows * hid);

@@ -309,25 +309,52 @@ void nn_dwconv(const float *x, int h, int w, int c, const float *k, const float 
     }
 }
 
-void nn_layernorm(float *x, long rows, int c, float eps, const float *weight, const float *bias)
+/* sum of v[0..c), and of (v - m)^2: VA partial sums, then their total (GCC keeps a float reduction scalar
+ * without -ffast-math) */
+static inline float row_sum(const float *v, int c)
+{
+    vfa acc = {0};
+    int i = 0;
+    for (; i + VA <= c; i += VA) acc += vload(v + i);
+    float s = 0.0f;
+    for (int l = 0; l < VA; l++) s += acc[l];
+    for (; i < c; i++) s += v[i];
+    return s;
+}
+
+static inline float row_sq(const float *v, int c, float m)
+{
+    vfa acc = {0};
+    int i = 0;
+    for (; i + VA <= c; i += VA) {
+        vfa d = vload(v + i) - m;
+        acc += d * d;
+    }
+    float s = 0.0f;
+    for (int l = 0; l < VA; l++) s += acc[l];
+    for (; i < c; i++) s += (v[i] - m) * (v[i] - m);
+    return s;
+}
+
+void nn_layernorm_to(const float *x, float *y, long rows, int c, float eps, const float *weight, const float *bias)
 {
     for (long r = 0; r < rows; r++) {
-        float *v = x + (size_t)r * c;
-        float s = 0.0f;
-        for (int i = 0; i < c; i++) s += v[i];
-        float mean = s / (float)c;
-        float q = 0.0f;
-        for (int i = 0; i < c; i++) {
-            float d = v[i] - mean;
-            q += d * d;
-        }
-        float inv = 1.0f / sqrtf(q / (float)c + eps);
+        const float *v = x + (size_t)r * c;
+        float *o = y + (size_t)r * c;
+        const float mean = row_sum(v, c) / (float)c;
+        const float q = row_sq(v, c, mean) / (float)c; /* a second pass about the mean, not E[x^2] - mean^2 */
+        const float inv = 1.0f / sqrtf(q + eps);
         if (weight && bias) {
-            for (int i = 0; i < c; i++) v[i] = (v[i] - mean) * inv * weight[i] + bias[i];
+            for (int i = 0; i < c; i++) o[i] = (v[i] - mean) * inv * weight[i] + bias[i];
         } else {
-            for (int i = 0; i < c; i++) v[i] = (v[i] - mean) * inv;
+            for (int i = 0; i < c; i++) o[i] = (v[i] - mean) * inv;
         }
     }
+}
+
+void nn_layernorm(float *x, long rows, int c, float eps, const float *weight, const float *bias)
+{
+    nn_layernorm_to(x, x, rows, c, eps, weight, bias);
 }
 
 void nn_maxpool(const float *x, int h, int w, int c, int k, int stride, int pad, int oh, int ow, float *y)

@@ -65,8 +65,10 @@ void nn_im2col(const float *x, int h, int w, int c, int kh, int kw, int stride, 
 void nn_dwconv(const float *x, int h, int w, int c, const float *k, const float *b, int kh, int kw, int stride,
                int pad, int oh, int ow, nn_act act, float *y, float *csum);
 
-/* LayerNorm over the last dimension of rows x c (biased variance, as torch). weight/bias may be NULL. */
+/* LayerNorm over the last dimension of rows x c (biased variance, as torch). weight/bias may be NULL. _to:
+ * into y (which may be x). */
 void nn_layernorm(float *x, long rows, int c, float eps, const float *weight, const float *bias);
+void nn_layernorm_to(const float *x, float *y, long rows, int c, float eps, const float *weight, const float *bias);
 
 /* Max pooling, NHWC, one image; padding counts as -inf (torch). */
 void nn_maxpool(const float *x, int h, int w, int c, int k, int stride, int pad, int oh, int ow, float *y);

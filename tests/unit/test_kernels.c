@@ -258,10 +258,12 @@ static void test_pgemm_direct(void)
     free(a), free(w), free(r), free(wp), free(w2), free(b), free(c);
 }
 
-static void test_layernorm(void)
+/* in place (c a multiple of the vector width) and out of place (c = 83: a scalar tail), against double */
+static void test_layernorm_c(int c, int inplace)
 {
-    const int rows = 37, c = 320;
+    const int rows = 37;
     float *x = mc_malloc(sizeof(float) * rows * c), *wt = mc_malloc(sizeof(float) * c), *bs = mc_malloc(sizeof(float) * c);
+    float *y = inplace ? x : mc_malloc(sizeof(float) * rows * c);
     double *ref = mc_malloc(sizeof(double) * rows * c);
     for (int i = 0; i < rows * c; i++) x[i] = 3.0f * frand() + 5.0f;
     for (int i = 0; i < c; i++) {
@@ -276,14 +278,27 @@ static void test_layernorm(void)
         v /= c;
         for (int i = 0; i < c; i++) ref[r * c + i] = (x[r * c + i] - m) / sqrt(v + 1e-6) * wt[i] + bs[i];
     }
-    nn_layernorm(x, rows, c, 1e-6f, wt, bs);
+    if (inplace)
+        nn_layernorm(x, rows, c, 1e-6f, wt, bs);
+    else
+        nn_layernorm_to(x, y, rows, c, 1e-6f, wt, bs);
     double e = 0;
-    for (int i = 0; i < rows * c; i++) e = fmax(e, fabs(x[i] - ref[i]));
-    check(e < 1e-5, "layernorm (biased variance, eps 1e-6) max abs error", e, 1e-5);
+    for (int i = 0; i < rows * c; i++) e = fmax(e, fabs(y[i] - ref[i]));
+    char what[96];
+    snprintf(what, sizeof what, "layernorm %s, c %d (biased variance, eps 1e-6) max abs error",
+             inplace ? "in place" : "out of place", c);
+    check(e < 1e-5, what, e, 1e-5);
+    if (!inplace) free(y);
     free(x);
     free(wt);
     free(bs);
     free(ref);
+}
+
+static void test_layernorm(void)
+{
+    test_layernorm_c(320, 1);
+    test_layernorm_c(83, 0);
 }
 
 static void test_maxpool(void)

@@ -56,30 +56,38 @@ static double nn_log1mexp(double l)
 
 /* ln of the continued fraction K in I_x(a, b) = x^a (1-x)^b / (a B(a, b) K), where
  * K = 1 + d1 / (1 + d2 / (1 + ...)), d(2m+1) = -(a+m)(a+b+m) x / ((a+2m)(a+2m+1)),
- * d(2m) = m (b-m) x / ((a+2m-1)(a+2m)); evaluated forwards by the modified Lentz method. It converges fast
- * for x < (a+1)/(a+b+2); beyond that the caller uses the symmetry I_x(a, b) = 1 - I_(1-x)(b, a).
- * The first convergent 1 + d1 = 1 - (a+b) x / (a+1) cancels badly when b is near 1 and x near 1 (it tends to
- * 1 - x): Beta(9000, 1.0001) at x = 0.9997 lost 3.5 digits that way. We form it as y + (1 - b) x / (a+1) from
- * y = 1 - x, which the caller holds exactly. */
+ * d(2m) = m (b-m) x / ((a+2m-1)(a+2m)). It converges fast for x < (a+1)/(a+b+2); beyond that the caller uses
+ * the symmetry I_x(a, b) = 1 - I_(1-x)(b, a). The first convergent 1 + d1 = 1 - (a+b) x / (a+1) cancels
+ * badly when b is near 1 and x near 1 (it tends to 1 - x): Beta(9000, 1.0001) at x = 0.9997 lost 3.5 digits
+ * that way. We form it as y + (1 - b) x / (a+1) from y = 1 - x, which the caller holds exactly.
+ * Evaluated forwards by the convergents' recurrence, A_j = A_(j-1) + d_j A_(j-2) and the same for B, from
+ * A_0 = B_0 = B_1 = 1 and A_1 the first convergent: a multiply-add per step where the modified Lentz method
+ * (Numerical Recipes 6.4) waits on two divisions: 0.98-1.10 against 1.13-1.21 us a quantile. The stop needs no
+ * division either: A_j/B_j - A_(j-1)/B_(j-1) = D_j / (B_j B_(j-1)) with D_j = -d_j D_(j-1), D_1 = A_1 - 1,
+ * so the step's relative change is |D_j| / |A_j B_(j-1)|, below 1e-16 as Lentz's was. A and B are scaled
+ * by 2^-+500 (D by its square) when they grow large or small; D itself may underflow once converged.
+ * Against the mpmath root on the head's range: 4.6e-15 relative at worst, as with Lentz's (5.0e-15). */
 static double nn_beta_cf_log(double x, double y, double a, double b)
 {
-    const double tiny = 1e-300, eps = 1e-16;
-    double f = y + (1.0 - b) * x / (a + 1.0), c = f, d = 1.0;
-    if (fabs(c) < tiny) c = f = tiny;
+    const double eps = 1e-16;
+    double a1 = y + (1.0 - b) * x / (a + 1.0);
+    double A2 = 1.0, B2 = 1.0, A1 = a1, B1 = 1.0, D = a1 - 1.0;
     for (int j = 2; j < 100000; j++) {
         int m = j / 2;
         double dj = (j & 1) ? -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
                             : m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
-        d = 1.0 + dj * d;
-        if (fabs(d) < tiny) d = tiny;
-        d = 1.0 / d;
-        c = 1.0 + dj / c;
-        if (fabs(c) < tiny) c = tiny;
-        double delta = c * d;
-        f *= delta;
-        if (fabs(delta - 1.0) < eps) break;
+        double A = A1 + dj * A2, B = B1 + dj * B2;
+        D = -dj * D;
+        A2 = A1, B2 = B1, A1 = A, B1 = B;
+        if (fabs(D) <= eps * fabs(A * B2)) break;
+        const double big = fabs(A) + fabs(B);
+        if (big > 0x1p500 || big < 0x1p-500) { /* an exact power of two: the ratios keep every bit */
+            const double sc = big > 1.0 ? 0x1p-500 : 0x1p500;
+            A1 *= sc, B1 *= sc, A2 *= sc, B2 *= sc;
+            D *= sc * sc;
+        }
     }
-    return log(f);
+    return log(A1 / B1);
 }
 
 /* ln I_x(a, b) and ln(1 - I_x(a, b)), given x, y = 1 - x and their logs from the caller (who knows which of

@@ -44,55 +44,34 @@ static void rand_init(void)
     MC_ASSERT((int)seed == 1043618065);
 }
 
-/* A big-endian bit reader over len bytes, zeros past the end: acc holds the next nb bits, left-aligned, and
- * below them up to 64 - nb bits of look-ahead (the same bits the next fill ORs in). */
-typedef struct {
-    const unsigned char *buf;
-    uint64_t len, pos; /* next byte to load */
-    uint64_t acc;
-    int nb;
-} rbits;
+/* The tile's bytes are followed by RICE_PAD zero bytes (io_fits_tiles_read), so the bit reader needs no
+ * bounds of its own: 8 bytes read at any byte up to 8 past the end hold the code there and zeros past it.
+ * The decoder checks the position against the end before it reads a block code or a pixel's code; the only
+ * read past such a check, a long code's low bits, starts at most 64 bits further on. */
+enum { RICE_PAD = 16 };
 
-/* at least 57 bits in acc */
-static inline void rb_fill(rbits *r)
+/* the 64 bits from bit position bp, big-endian; the top 64 - (bp & 7) >= 57 are the code's, the rest zeros */
+static inline uint64_t rice_peek(const unsigned char *buf, uint64_t bp)
 {
-    if (r->pos + 8 <= r->len) {
-        uint64_t w;
-        memcpy(&w, r->buf + r->pos, 8);
-        w = __builtin_bswap64(w);
-        r->acc |= w >> r->nb;
-        const int take = (63 - r->nb) >> 3;
-        r->pos += (uint64_t)take;
-        r->nb += 8 * take;
-    } else {
-        while (r->nb <= 56) {
-            const uint64_t b = r->pos < r->len ? r->buf[r->pos] : 0;
-            r->acc |= b << (56 - r->nb);
-            r->pos++;
-            r->nb += 8;
-        }
-    }
+    uint64_t w;
+    memcpy(&w, buf + (bp >> 3), 8);
+    return __builtin_bswap64(w) << (bp & 7);
 }
 
-/* the next k bits (1 <= k <= 32), with acc filled */
-static inline uint32_t rb_take(rbits *r, int k)
+/* the top fs bits (0 <= fs <= 32) of w */
+static inline uint32_t rice_top(uint64_t w, int fs)
 {
-    const uint32_t v = (uint32_t)(r->acc >> (64 - k));
-    r->acc <<= k;
-    r->nb -= k;
-    return v;
+    return (uint32_t)((w >> 1) >> (63 - fs));
 }
 
-/* bits consumed so far */
-static inline uint64_t rb_used(const rbits *r)
-{
-    return r->pos * 8 - (uint64_t)r->nb;
-}
-
-/* One RICE_1 tile of n pixels (bytepix 1, 2 or 4) from its len bytes into out: 1 when its code ends within
- * its bytes, 0 when it runs past them, -1 for a block code above the raw one (out then partly written).
- * Reading past the end gives zeros, so a damaged tile is caught by the bits it used: after each block, and in
- * a run of zeros longer than the rest of the tile. */
+/* One RICE_1 tile of n pixels (bytepix 1, 2 or 4) from its len bytes (RICE_PAD zeros after them) into out: 1
+ * when its code ends within its bytes, 0 when it runs past them, -1 for a block code above the raw one (out
+ * then partly written). Past the end the code reads as zeros, so a damaged tile is caught by the bits it
+ * used: before each code is read, and so after each block. A pixel's code is its unary count (nz zeros and
+ * a 1) and fs low bits. Up to six codes are taken from one 64-bit read while they fit the 57 bits it surely
+ * holds (noise-level survey tiles: codes of about 5 bits), so the bit position's chain of dependent steps
+ * waits on one load per six pixels rather than a refill per pixel; a code that does not fit (a long unary
+ * run) is read run by run. */
 __attribute__((always_inline)) static inline int
 rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int bytepix, uint32_t *out)
 {
@@ -105,52 +84,65 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
     const int bbits = bytepix * 8;
     const uint32_t mask = bbits == 32 ? 0xffffffffu : (1u << bbits) - 1;
     const uint64_t end = len * 8;
-    rbits r = {buf, len, 0, 0, 0};
     if ((uint64_t)bbits > end) return 0;
-    rb_fill(&r);
-    uint32_t last = rb_take(&r, bbits);
+    uint64_t bp = (uint64_t)bbits;
+    uint32_t last = rice_top(rice_peek(buf, 0), bbits);
     for (int64_t i = 0; i < n; i += nblock) {
         const int64_t m = n - i < nblock ? n - i : nblock;
         uint32_t *o = out + i;
-        rb_fill(&r);
-        const int fs = (int)rb_take(&r, fsbits) - 1;
+        if (bp > end) return 0;
+        const int fs = (int)rice_top(rice_peek(buf, bp), fsbits) - 1;
+        bp += (uint64_t)fsbits;
         if (fs > fsmax) return -1; /* no encoder writes these (CFITSIO decodes them into garbage) */
         if (fs < 0) {              /* all differences zero */
             for (int64_t k = 0; k < m; k++) o[k] = last;
         } else if (fs == fsmax) { /* raw differences */
             for (int64_t k = 0; k < m; k++) {
-                rb_fill(&r);
-                const uint32_t d = rb_take(&r, bbits);
+                if (bp > end) return 0;
+                const uint32_t d = rice_top(rice_peek(buf, bp), bbits);
+                bp += (uint64_t)bbits;
                 last = (last + ((d & 1) ? ~(d >> 1) : d >> 1)) & mask;
                 o[k] = last;
             }
         } else {
-            for (int64_t k = 0; k < m; k++) {
+            for (int64_t k = 0; k < m;) {
+                if (bp > end) return 0;
+                uint64_t w = rice_peek(buf, bp);
+                int z, used = 0;
+#pragma GCC unroll 6
+                for (int j = 0; j < 6 && k < m; j++) { /* up to six codes from the 57 bits held */
+                    z = __builtin_clzll(w | 1);
+                    if (used + z + 1 + fs > 57) break;
+                    const uint32_t d = ((uint32_t)z << fs) | rice_top(w << z << 1, fs);
+                    last = (last + ((d & 1) ? ~(d >> 1) : d >> 1)) & mask;
+                    o[k++] = last;
+                    used += z + 1 + fs;
+                    w <<= z + 1 + fs;
+                }
+                bp += (uint64_t)used;
+                if (used) continue;
+                /* a long code: the unary part read by runs of the bits each read holds */
                 uint64_t nz = 0;
-                if (r.nb < 57) rb_fill(&r);
-                int z;
-                /* the unary part; past the nb bits held, acc holds a look-ahead (bytes read again later) */
-                while ((z = r.acc ? __builtin_clzll(r.acc) : 64) >= r.nb) {
-                    nz += (uint64_t)r.nb; /* the run goes on past the bits held: count them, read on */
-                    r.acc = 0;
-                    r.nb = 0;
-                    if (rb_used(&r) > end) return 0;
-                    rb_fill(&r);
+                for (;;) {
+                    const int have = 64 - (int)(bp & 7);
+                    z = w ? __builtin_clzll(w) : 64;
+                    if (z < have) break;
+                    nz += (uint64_t)have;
+                    bp += (uint64_t)have;
+                    if (bp > end) return 0;
+                    w = rice_peek(buf, bp);
                 }
                 nz += (uint64_t)z;
-                r.acc <<= z;
-                r.acc <<= 1;
-                r.nb -= z + 1;
-                if (r.nb < fs) rb_fill(&r);
-                const uint32_t low = fs ? rb_take(&r, fs) : 0;
+                bp += (uint64_t)z + 1;
+                const uint32_t low = rice_top(rice_peek(buf, bp), fs); /* bp <= end + 64: within the pad */
+                bp += (uint64_t)fs;
                 const uint32_t d = (uint32_t)((nz << fs) | low);
                 last = (last + ((d & 1) ? ~(d >> 1) : d >> 1)) & mask;
-                o[k] = last;
+                o[k++] = last;
             }
         }
-        if (rb_used(&r) > end) return 0;
     }
-    return 1;
+    return bp <= end;
 }
 
 /* rice_decode with the pixel width a constant, each on its own (inlined into its caller it ran out of
@@ -373,8 +365,9 @@ int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_
         }
         if (repeat > cap) {
             cap = repeat;
-            buf = mc_realloc(buf, (size_t)cap);
+            buf = mc_realloc(buf, (size_t)cap + RICE_PAD);
         }
+        memset(buf + repeat, 0, RICE_PAD); /* the decoder reads up to RICE_PAD bytes past the tile */
         int anynul = 0;
         if (fits_read_col(f, TBYTE, col, r, 1, repeat, NULL, buf, &anynul, &st)) {
             /* (CFITSIO 4.2 goes on to decode what it could not read, and crashes: found by fuzz_fits) */

@@ -180,8 +180,9 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
              depthwise ? "depthwise" : wino ? "winograd" : pg ? "packed" : "dense",
              n, h, w, c, o, k, s, p);
     check(maxerr / maxref < 1e-5, what, maxerr / maxref, 1e-5);
-    if (pg) { /* a plan without the panels on the same layer afterwards: its weights switched back, same result */
-        nn_ctx c2 = {.measure = 1, .winograd = wino};
+    if (pg) { /* a plan without the panels on the same layer afterwards (Winograd's where the layer is 3x3
+               * stride 1, else sgemm): its weights switched back, same result */
+        nn_ctx c2 = {.measure = 1, .winograd = 1};
         nn_tensor x2 = nn_tensor_new(&c2, n, h, w, c), r2 = nn_tensor_new(&c2, n, oh, ow, o);
         nn_conv_forward(&c2, &cv, x2, &r2);
         c2.measure = 0;
@@ -194,7 +195,8 @@ static void test_conv(int n, int h, int w, int c, int o, int k, int s, int p, in
         nn_tensor y2 = nn_conv_forward(&c2, &cv, x2, &r2);
         double e2 = 0;
         for (size_t i = 0; i < ny; i++) e2 = fmax(e2, fabs(y2.d[i] - ref[i]));
-        snprintf(what, sizeof what, "  then sgemm on the same layer (weights unpacked: %s)", cv.pk->fp32_panels ? "no" : "yes");
+        snprintf(what, sizeof what, "  then %s on the same layer (weights unpacked: %s)",
+                 k == 3 && s == 1 ? "Winograd" : "sgemm", cv.pk->fp32_panels ? "no" : "yes");
         check(e2 / maxref < 1e-5 && !cv.pk->fp32_panels, what, e2 / maxref, 1e-5);
         free(c2.base), free(c2.off), free(c2.len), free(c2.live_off), free(c2.live_len);
     }
@@ -373,6 +375,7 @@ int main(void)
     test_conv(1, 23, 23, 3, 64, 7, 2, 3, 0, 0, 1);    /* ResNet's stem: K = 147 */
     test_conv(2, 13, 11, 40, 32, 3, 2, 1, 0, 0, 1);   /* 3x3 stride 2 */
     test_conv(1, 16, 16, 12, 32, 4, 4, 0, 0, 0, 1);   /* ConvNeXt stem patchify */
+    test_conv(2, 11, 13, 64, 64, 3, 1, 1, 0, 0, 1);   /* 3x3 stride 1 by im2col (a plan without Winograd) */
     test_pgemm_direct();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;

@@ -1,6 +1,7 @@
 /* nn/gemm_packed.c: the fp32 product of the dense convolutions that are not Winograd's (1x1, strided, the
- * stems), C = act(A W^T + bias + res), on nn/panel.h's kernel with W packed once, at the first fp32 plan,
- * into the kernel's panels (in place of the [N][K] copy, so the model holds no second one).
+ * stems) and of the linear layers behind nn_matmul, C = act(A W^T + bias + res), on nn/panel.h's kernel with W
+ * packed into the kernel's panels by the first fp32 plan (in place of the [N][K] copy, so the model holds no
+ * second one: nn/layers.c's fp32_layout).
  *
  * Against sgemm (OpenBLAS 0.3.21) this saves what surrounds its kernel: sgemm repacks W on every call and
  * has no epilogue, so the bias (and residual) had to be written into C before it and the activation applied

@@ -28,19 +28,34 @@ void nn_gelu_tanh_apply(float *x, size_t n)
     }
 }
 
+/* The max and the sum on native vectors (VA partial sums; GCC keeps float reductions scalar without -ffast-math,
+ * and the sum of a 49-token row was then a chain of 49 dependent adds) */
 void nn_softmax_rows(float *x, long rows, int n)
 {
     for (long r = 0; r < rows; r++) {
         float *v = x + (size_t)r * n;
-        float mx = v[0];
-        for (int i = 1; i < n; i++) mx = v[i] > mx ? v[i] : mx;
         int i = 0;
-        for (; i + VA <= n; i += VA) vstore(v + i, vexp(vload(v + i) - mx));
-        for (; i < n; i++) v[i] = nn_expf(v[i] - mx);
+        float mx = v[0];
+        if (n >= VA) {
+            vfa m = vload(v);
+            for (i = VA; i + VA <= n; i += VA) {
+                vfa t = vload(v + i);
+                m = vselect(t > m, t, m);
+            }
+            for (int l = 0; l < VA; l++) mx = m[l] > mx ? m[l] : mx;
+        }
+        for (; i < n; i++) mx = v[i] > mx ? v[i] : mx;
+        vfa acc = {0};
+        for (i = 0; i + VA <= n; i += VA) {
+            vfa e = vexp(vload(v + i) - mx);
+            vstore(v + i, e);
+            acc += e;
+        }
         float s = 0.0f;
-        for (i = 0; i < n; i++) s += v[i]; /* in order, as before */
+        for (int l = 0; l < VA; l++) s += acc[l];
+        for (; i < n; i++) s += (v[i] = nn_expf(v[i] - mx));
         float inv = 1.0f / s;
-        for (int i = 0; i < n; i++) v[i] *= inv;
+        for (i = 0; i < n; i++) v[i] *= inv;
     }
 }
 

@@ -49,13 +49,14 @@ static void test_gelu_tanh(void)
     check(worst < 2e-5, "tanh-GELU relative error on [-30, 30] (step 1e-4)", worst, 2e-5);
 }
 
-static void test_softmax(void)
+/* rows of n logits: 49 (7x7 windows: vectors and a tail), 64 (8x8: vectors only), 5 (shorter than a vector) */
+static void test_softmax_n(int N)
 {
-    enum { R = 7, N = 49 };
-    float x[R * N];
+    enum { R = 7, NMAX = 64 };
+    float x[R * NMAX];
     double worst = 0;
     for (int i = 0; i < R * N; i++) x[i] = 20.0f * frand();
-    double ref[R * N];
+    double ref[R * NMAX];
     for (int r = 0; r < R; r++) {
         double mx = -1e300, s = 0;
         for (int i = 0; i < N; i++) mx = fmax(mx, x[r * N + i]);
@@ -64,7 +65,16 @@ static void test_softmax(void)
     }
     nn_softmax_rows(x, R, N);
     for (int i = 0; i < R * N; i++) worst = fmax(worst, fabs(x[i] - ref[i]));
-    check(worst < 1e-6, "softmax rows, logits in [-20, 20]: max abs error", worst, 1e-6);
+    char what[80];
+    snprintf(what, sizeof what, "softmax rows of %d, logits in [-20, 20]: max abs error", N);
+    check(worst < 1e-6, what, worst, 1e-6);
+}
+
+static void test_softmax(void)
+{
+    test_softmax_n(49);
+    test_softmax_n(64);
+    test_softmax_n(5);
 }
 
 static void test_pad_pool(void)

@@ -316,8 +316,7 @@ static inline float row_sum(const float *v, int c)
     vfa acc = {0};
     int i = 0;
     for (; i + VA <= c; i += VA) acc += vload(v + i);
-    float s = 0.0f;
-    for (int l = 0; l < VA; l++) s += acc[l];
+    float s = vhsum(acc);
     for (; i < c; i++) s += v[i];
     return s;
 }
@@ -330,8 +329,7 @@ static inline float row_sq(const float *v, int c, float m)
         vfa d = vload(v + i) - m;
         acc += d * d;
     }
-    float s = 0.0f;
-    for (int l = 0; l < VA; l++) s += acc[l];
+    float s = vhsum(acc);
     for (; i < c; i++) s += (v[i] - m) * (v[i] - m);
     return s;
 }

@@ -51,8 +51,7 @@ void nn_softmax_rows(float *x, long rows, int n)
             vstore(v + i, e);
             acc += e;
         }
-        float s = 0.0f;
-        for (int l = 0; l < VA; l++) s += acc[l];
+        float s = vhsum(acc);
         for (; i < n; i++) s += (v[i] = nn_expf(v[i] - mx));
         float inv = 1.0f / s;
         for (i = 0; i < n; i++) v[i] *= inv;

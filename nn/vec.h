@@ -36,6 +36,14 @@ static inline void vstore(float *p, vfa v)
     memcpy(p, &v, sizeof v);
 }
 
+/* the total of v's lanes, lane 0 first */
+static inline float vhsum(vfa v)
+{
+    float s = 0.0f;
+    for (int l = 0; l < VA; l++) s += v[l];
+    return s;
+}
+
 static inline vfa vselect(via mask, vfa a, vfa b) /* mask lanes -1: a, 0: b */
 {
     return (vfa)(((via)a & mask) | ((via)b & ~mask));

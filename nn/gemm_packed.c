@@ -72,9 +72,14 @@ void nn_pgemm(int M, int N, int K, const float *A, int lda, const float *wp, con
                     panel_copy(mr, kc, A + row * (size_t)lda + k0, (size_t)lda, pa);
                     float *c = C + row * (size_t)ldc;
                     const float *rs = first && res ? res + row * (size_t)ldr : NULL;
+                    const int ahead = t + 2 * MR <= mb; /* the block has a whole panel row after this one */
+                    panel_ahead ah = {0};
+                    if (ahead)
+                        ah = (panel_ahead){A + (row + MR) * (size_t)lda + k0, first ? c + (size_t)MR * ldc : NULL,
+                                           rs ? rs + (size_t)MR * ldr : NULL, (size_t)lda};
                     if (mr == MR)
                         panel_row(MR, kc, pa, wp, K, k0, n0, n1, N, c, (size_t)ldc, !first, t == 0, bs, rs,
-                                  (size_t)ldr, relu);
+                                  (size_t)ldr, relu, ahead ? &ah : NULL);
                     else
                         panel_tail(mr, kc, pa, wp, K, k0, n0, n1, N, c, (size_t)ldc, !first, bs, rs, (size_t)ldr,
                                    relu);

@@ -143,8 +143,14 @@ static void wino_gemm(int nt, int cin, int cout, const float *v, const float *u,
             const int mr = nt - t < MR ? nt - t : MR;
             panel_copy(mr, kc, v + (size_t)t * cin + k0, (size_t)cin, pa);
             float *c = mm + (size_t)t * cout;
+            const int ahead = t + 2 * MR <= nt;
+            panel_ahead ah = {0};
+            if (ahead)
+                ah = (panel_ahead){v + (size_t)(t + MR) * cin + k0, add ? NULL : c + (size_t)MR * cout, NULL,
+                                   (size_t)cin};
             if (mr == MR)
-                panel_row(MR, kc, pa, u, cin, k0, 0, cout, cout, c, cout, add, t == 0, NULL, NULL, 0, 0);
+                panel_row(MR, kc, pa, u, cin, k0, 0, cout, cout, c, cout, add, t == 0, NULL, NULL, 0, 0,
+                          ahead ? &ah : NULL);
             else
                 panel_tail(mr, kc, pa, u, cin, k0, 0, cout, cout, c, cout, add, NULL, NULL, 0, 0);
         }

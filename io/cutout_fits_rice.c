@@ -105,19 +105,23 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
                 o[k] = last;
             }
         } else {
+            /* a code of z zeros, a 1 and fs low bits: shifted up by z, its top fs + 1 bits are the 1 and the
+             * low bits, so d = ((z - 1) << fs) + those (mod 2^32), and the next code is fs + 1 bits further */
+            const int fs1 = fs + 1, sh = 63 - fs;
             for (int64_t k = 0; k < m;) {
                 if (bp > end) return 0;
                 uint64_t w = rice_peek(buf, bp);
                 int z, used = 0;
 #pragma GCC unroll 6
                 for (int j = 0; j < 6 && k < m; j++) { /* up to six codes from the 57 bits held */
-                    z = __builtin_clzll(w | 1);
-                    if (used + z + 1 + fs > 57) break;
-                    const uint32_t d = ((uint32_t)z << fs) | rice_top(w << z << 1, fs);
-                    last = (last + ((d & 1) ? ~(d >> 1) : d >> 1)) & mask;
+                    z = w ? __builtin_clzll(w) : 64;   /* one LZCNT */
+                    if (used + z + fs1 > 57) break;
+                    const uint64_t ws = w << z;
+                    const uint32_t d = ((uint32_t)(z - 1) << fs) + (uint32_t)(ws >> sh);
+                    last = (last + ((d >> 1) ^ (0u - (d & 1)))) & mask;
                     o[k++] = last;
-                    used += z + 1 + fs;
-                    w <<= z + 1 + fs;
+                    used += z + fs1;
+                    w = ws << fs1;
                 }
                 bp += (uint64_t)used;
                 if (used) continue;

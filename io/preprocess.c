@@ -353,6 +353,20 @@ static inline float pp_div_const(float y, float c, float r)
     return isfinite(q) ? q2 : q;
 }
 
+/* k / 255 for the 8-bit levels k = 0 .. 255, bit for bit (pp_div_const; all 256 checked in
+ * tests/unit/test_preprocess.c): a division per value was a tenth of the recipe. */
+static inline float pp_level(float k)
+{
+    return pp_div_const(k, 255.0f, 1.0f / 255.0f);
+}
+
+float pp_test_level(float k);
+/* For tests/unit/test_preprocess.c only. */
+float pp_test_level(float k)
+{
+    return pp_level(k);
+}
+
 /* gz_decals colour mapping (zooniverse/decals dr2_style_rgb with the downloader's arguments, zoobot.md 2.4),
  * in float32 and in the reference's order of operations; contraction into FMAs is off so each step rounds
  * as numpy's float32 arrays do. In two passes over a run of pixels: first each band's scaled arcsinh (one loop
@@ -435,7 +449,7 @@ static void colour_gz_decals(const float *const src[3], int iw, int x0, int y0, 
     if (quantize)
         /* np.uint8(rgb * 255.): truncation to the 8-bit level (values are >= 0, so the cast truncates), then
          * /255 as the model saw it */
-        for (size_t i = 0; i < 3 * plane; i++) dst[i] = (float)(int)(dst[i] * 255.0f) / 255.0f;
+        for (size_t i = 0; i < 3 * plane; i++) dst[i] = pp_level((float)(int)(dst[i] * 255.0f));
 }
 
 /* image: values 0..255 (blanks 0) to [0, 1]. */
@@ -681,7 +695,7 @@ static void quantize_levels(float *o, size_t n)
         float v = o[i] > 0.0f ? o[i] : 0.0f;
         o[i] = v < 1.0f ? v : 1.0f;
     }
-    for (size_t i = 0; i < n; i++) o[i] = (float)(int)(o[i] * 255.0f + 0.5f) / 255.0f; /* >= 0: the cast floors */
+    for (size_t i = 0; i < n; i++) o[i] = pp_level((float)(int)(o[i] * 255.0f + 0.5f)); /* >= 0: the cast floors */
 }
 
 int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_work *w, float *out, char *err)

@@ -118,6 +118,31 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
                 if (bp > end) return 0;
                 uint64_t w = rice_peek(buf, bp);
                 int z, used = 0;
+                if (m - k >= 6) {
+                    /* six codes at once with no check between them, taken only if together they fit the 57
+                     * bits (then each was read from bits the word holds); otherwise they are decoded again
+                     * below, code by code, from the same word. A word of zeros (no code end) shifts by 0
+                     * and fails the fit. */
+                    uint64_t ww = w;
+                    uint32_t l = last;
+#pragma GCC unroll 6
+                    for (int j = 0; j < 6; j++) {
+                        const int zz = ww ? __builtin_clzll(ww) : 64;
+                        const uint64_t ws = ww << (zz & 63);
+                        const uint32_t d = ((uint32_t)(zz - 1) << fs) + (uint32_t)(ws >> sh);
+                        l = (l + ((d >> 1) ^ (0u - (d & 1)))) & mask;
+                        o[k + j] = l;
+                        used += zz + fs1;
+                        ww = ws << fs1;
+                    }
+                    if (used <= 57) {
+                        last = l;
+                        k += 6;
+                        bp += (uint64_t)used;
+                        continue;
+                    }
+                    used = 0;
+                }
 #pragma GCC unroll 6
                 for (int j = 0; j < 6 && k < m; j++) { /* up to six codes from the 57 bits held */
                     z = w ? __builtin_clzll(w) : 64;   /* one LZCNT */

@@ -47,6 +47,8 @@ $(B)/obj/gen/schemas.o: $(B)/gen/schemas.c
 
 # torchvision's box arithmetic is separate tensor operations: no fused multiply-adds there
 $(B)/obj/nn/detect_ops.o: CFLAGS += -ffp-contract=off
+# the recipes compute both sides of their selects: without trapping math GCC may do so without masking each
+$(B)/obj/io/preprocess.o: CFLAGS += -fno-trapping-math
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -6,6 +6,8 @@
 # synth default; decompression is CPU work the loader must do). Models: stand-in Zoobot checkpoints with
 # the 98-answer head, EfficientNet-B0 (the fastest encoder: the largest relative overhead) and
 # ConvNeXt-nano (Zoobot's recommended one). Each figure is the best of two interleaved runs.
+# MC_BENCH_CPU=N puts the rank, its loader and the encoder-alone run on CPU N (mpirun's --bind-to core ignores
+# an inherited taskset mask and takes core 0); with it the 2-rank runs are left out (one core cannot show scaling).
 # Appends JSON lines to $1.
 set -e
 cd "$(dirname "$0")/.."
@@ -26,6 +28,10 @@ make_case.write_case('$out/$arch', '$arch', size=64, chans=3, batch=1, kind='ckp
 " >/dev/null
 done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+bind="--bind-to core" pin="" max_ranks=2
+if [ -n "$MC_BENCH_CPU" ]; then
+    bind="--cpu-set $MC_BENCH_CPU --bind-to core" pin="taskset -c $MC_BENCH_CPU" max_ranks=1
+fi
 # the encoder alone sees the galaxies as the job does (morphcat cutout tensors of the survey)
 $PY - "$out" <<'PYEOF'
 import csv, os, subprocess, sys, numpy as np
@@ -46,23 +52,24 @@ PYEOF
 
 job() { # ranks survey arch -> "galaxies/s after start-up" "% of the job's CPU in the encoder" (one run)
     rm -f "$out/cat.h5"
-    mpirun -n "$1" --bind-to core ./morphcat run --manifest "$out/$2/manifest.csv" --model "$out/$3/model.ckpt" \
+    $pin mpirun -n "$1" $bind ./morphcat run --manifest "$out/$2/manifest.csv" --model "$out/$3/model.ckpt" \
         --output "$out/cat.h5" --batch 16 --recipe gz_decals --progress-seconds 1000 2>/dev/null >"$out/job.txt"
     echo "$(sed -n 's/.*steady \([0-9.]*\) galaxies\/s.*/\1/p' "$out/job.txt")" \
         "$(sed -n 's/.*CPU after start-up: .* s (\([0-9.]*\)%) of it in the encoder.*/\1/p' "$out/job.txt")"
 }
 for round in 1 2; do
     for arch in efficientnet_b0 convnext_nano; do
-        ./build/bench/bench_forward forward --model "$out/$arch/model.ckpt" --batch 16 --seconds 5 \
+        $pin ./build/bench/bench_forward forward --model "$out/$arch/model.ckpt" --batch 16 --seconds 5 \
             --label "encoder_only_$arch" --input "$out/inputs.npy" >> "$res"
         for survey in plain rice; do
-            [ "$arch" = convnext_nano ] && [ "$survey" = rice ] && continue
             for ranks in 1 2; do
+                [ "$ranks" -gt "$max_ranks" ] && continue
                 [ "$arch" = convnext_nano ] && [ "$ranks" = 2 ] && continue
                 set -- $(job $ranks $survey $arch)
                 rate=$1 share=$2
                 echo "{\"impl\":\"pipeline\",\"model\":\"$arch\",\"survey\":\"$survey\",\"ranks\":$ranks,\"galaxies\":$N,\"galaxies_per_s\":${rate:-0},\"encoder_cpu_pct\":${share:-0}}" >> "$res"
-                echo "bench: pipeline $arch, $survey FITS, $ranks rank(s): ${rate:-?} galaxies/s, ${share:-?}% of the CPU in the encoder"
+                rest=$(awk -v s="${share:-0}" 'BEGIN { if (s > 0) printf "%.1f", 100 * 100 / s - 100; else print "?" }')
+                echo "bench: pipeline $arch, $survey FITS, $ranks rank(s): ${rate:-?} galaxies/s, ${share:-?}% of the CPU in the encoder (the rest: $rest% of the encoder's)"
             done
         done
     done

@@ -24,6 +24,12 @@
 #include <string.h>
 #include <strings.h>
 
+/* Full-width vectors for the unquantising loops where the CPU has them (GCC's default on AVX-512 is 256 bits):
+ * the same operations on twice the lanes. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
+
 enum { N_RANDOM = 10000 };
 #define RICE_ZERO_VALUE (-2147483646) /* SUBTRACTIVE_DITHER_2's code for an exact 0 */
 
@@ -105,19 +111,48 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
                 o[k] = last;
             }
         } else {
+            /* a code of z zeros, a 1 and fs low bits: shifted up by z, its top fs + 1 bits are the 1 and the
+             * low bits, so d = ((z - 1) << fs) + those (mod 2^32), and the next code is fs + 1 bits further */
+            const int fs1 = fs + 1, sh = 63 - fs;
             for (int64_t k = 0; k < m;) {
                 if (bp > end) return 0;
                 uint64_t w = rice_peek(buf, bp);
                 int z, used = 0;
+                if (m - k >= 6) {
+                    /* six codes at once with no check between them, taken only if together they fit the 57
+                     * bits (then each was read from bits the word holds); otherwise they are decoded again
+                     * below, code by code, from the same word. A word of zeros (no code end) shifts by 0
+                     * and fails the fit. */
+                    uint64_t ww = w;
+                    uint32_t l = last;
+#pragma GCC unroll 6
+                    for (int j = 0; j < 6; j++) {
+                        const int zz = ww ? __builtin_clzll(ww) : 64;
+                        const uint64_t ws = ww << (zz & 63);
+                        const uint32_t d = ((uint32_t)(zz - 1) << fs) + (uint32_t)(ws >> sh);
+                        l = (l + ((d >> 1) ^ (0u - (d & 1)))) & mask;
+                        o[k + j] = l;
+                        used += zz + fs1;
+                        ww = ws << fs1;
+                    }
+                    if (used <= 57) {
+                        last = l;
+                        k += 6;
+                        bp += (uint64_t)used;
+                        continue;
+                    }
+                    used = 0;
+                }
 #pragma GCC unroll 6
                 for (int j = 0; j < 6 && k < m; j++) { /* up to six codes from the 57 bits held */
-                    z = __builtin_clzll(w | 1);
-                    if (used + z + 1 + fs > 57) break;
-                    const uint32_t d = ((uint32_t)z << fs) | rice_top(w << z << 1, fs);
-                    last = (last + ((d & 1) ? ~(d >> 1) : d >> 1)) & mask;
+                    z = w ? __builtin_clzll(w) : 64;   /* one LZCNT */
+                    if (used + z + fs1 > 57) break;
+                    const uint64_t ws = w << z;
+                    const uint32_t d = ((uint32_t)(z - 1) << fs) + (uint32_t)(ws >> sh);
+                    last = (last + ((d >> 1) ^ (0u - (d & 1)))) & mask;
                     o[k++] = last;
-                    used += z + 1 + fs;
-                    w <<= z + 1 + fs;
+                    used += z + fs1;
+                    w = ws << fs1;
                 }
                 bp += (uint64_t)used;
                 if (used) continue;

@@ -346,48 +346,73 @@ static void axis_build(pp_axis *a, int in_len, double box0, double side, int siz
 /* y / c for a constant c, bit for bit, without the division: q = y (1/c), then one correction from the exact
  * remainder fma(-q, c, y) (Markstein). Checked against y / c on every float y with |y| >= 2^-100 for each c
  * used below (tools/check_divisions.c); smaller y, where a subnormal quotient can round otherwise, do not
- * reach it (see gz_decals_row). Where q overflows, the quotient does too and q is kept; y = -0 gives +0. */
+ * reach it (see gz_decals_band). Where q overflows, the quotient does too and q is kept; y = -0 gives +0. */
 static inline float pp_div_const(float y, float c, float r)
 {
     float q = y * r, q2 = __builtin_fmaf(__builtin_fmaf(-q, c, y), r, q);
     return isfinite(q) ? q2 : q;
 }
 
+/* k / 255 for the 8-bit levels k = 0 .. 255, bit for bit (pp_div_const; all 256 checked in
+ * tests/unit/test_preprocess.c): a division per value was a tenth of the recipe. */
+static inline float pp_level(float k)
+{
+    return pp_div_const(k, 255.0f, 1.0f / 255.0f);
+}
+
+float pp_test_level(float k);
+/* For tests/unit/test_preprocess.c only. */
+float pp_test_level(float k)
+{
+    return pp_level(k);
+}
+
 /* gz_decals colour mapping (zooniverse/decals dr2_style_rgb with the downloader's arguments, zoobot.md 2.4),
  * in float32 and in the reference's order of operations; contraction into FMAs is off so each step rounds
- * as numpy's float32 arrays do. One row: g, r, z fluxes (nanomaggies) in, R, G, B in [0, 1] out (before
- * the 8-bit step, which is a separate loop so that this one vectorises). */
-__attribute__((optimize("fp-contract=off"))) static void
-gz_decals_row(const float *restrict gs, const float *restrict rs, const float *restrict zs,
-              float *restrict Rr, float *restrict Gr, float *restrict Br, int n)
+ * as numpy's float32 arrays do. In two passes over a run of pixels: first each band's scaled arcsinh (one loop
+ * a band), then the desaturation. One loop doing everything per pixel was a chain of some fifteen divisions and
+ * square roots too long for the core to overlap the next pixels' (about 40 cycles a pixel); the short loops
+ * overlap. The same operations on the same values in the same order: the output is unchanged. */
+enum { GZ_RUN = 256 };
+
+/* c = (asinh(f / scale) - mn) / span for one band, n <= GZ_RUN */
+__attribute__((optimize("fp-contract=off"))) static void gz_decals_band(const float *restrict f, float scale,
+                                                                        float *restrict c, int n)
 {
-    /* band -> (RGB plane, scale): z -> R 0.019, r -> G 0.014, g -> B 0.008; mnmx (-0.5, 300), arcsinh 1.
-     * numpy casts the scalars to float32 before each float32 operation; span is formed in double first. */
-    const float scale_g = 0.008f, scale_r = 0.014f, scale_z = 0.019f;
     const float mn = (float)asinh(-0.5);
     const float span = (float)(asinh(300.0) - asinh(-0.5));
-    const float pi = (float)M_PI;
-    const float rg = 1.0f / scale_g, rr = 1.0f / scale_r, rz = 1.0f / scale_z, rspan = 1.0f / span;
-    const float r3 = 1.0f / 3.0f, r25 = 1.0f / 2.5f;
+    const float rs = 1.0f / scale, rspan = 1.0f / span;
     for (int x = 0; x < n; x++) {
         /* blanks (NaN, Inf) are 0 nanomaggies. Fluxes below 2^-60 become 0 too, which changes nothing: their
          * arcsinh is below ulp(mn) / 2^25, so asinh - mn is -mn for them as for 0; it keeps the divisions
-         * by constants away from subnormal quotients. Every quotient by a constant below is y / c exactly
-         * (pp_div_const); the other operands are 0 or above 2^-60 in size (differences of values >= 2^-28). */
-        float fz = zs[x], fr = rs[x], fg = gs[x];
-        fz = isfinite(fz) && fabsf(fz) >= 0x1p-60f ? fz : 0.0f;
-        fr = isfinite(fr) && fabsf(fr) >= 0x1p-60f ? fr : 0.0f;
-        fg = isfinite(fg) && fabsf(fg) >= 0x1p-60f ? fg : 0.0f;
-        float c0 = pp_div_const(pp_asinhf(pp_div_const(fz, scale_z, rz)) - mn, span, rspan);
-        float c1 = pp_div_const(pp_asinhf(pp_div_const(fr, scale_r, rr)) - mn, span, rspan);
-        float c2 = pp_div_const(pp_asinhf(pp_div_const(fg, scale_g, rg)) - mn, span, rspan);
-        /* desaturation: a = channel mean (1 where 0); wt = sin(pi/2 (1 - min(1, max_c(c/a/2.5)))) */
+         * by constants away from subnormal quotients. Every quotient by a constant here and below is y / c
+         * exactly (pp_div_const); the other operands are 0 or above 2^-60 in size (differences of values
+         * >= 2^-28). */
+        float v = f[x];
+        v = isfinite(v) && fabsf(v) >= 0x1p-60f ? v : 0.0f;
+        c[x] = pp_div_const(pp_asinhf(pp_div_const(v, scale, rs)) - mn, span, rspan);
+    }
+}
+
+/* desaturation of one run of c0, c1, c2 (R, G, B before it) into R, G, B in [0, 1] (before the 8-bit step) */
+__attribute__((optimize("fp-contract=off"))) static void
+gz_decals_desaturate(const float *restrict c0s, const float *restrict c1s, const float *restrict c2s,
+                     float *restrict Rr, float *restrict Gr, float *restrict Br, int n)
+{
+    const float pi = (float)M_PI;
+    const float r3 = 1.0f / 3.0f, r25 = 1.0f / 2.5f;
+    for (int x = 0; x < n; x++) {
+        const float c0 = c0s[x], c1 = c1s[x], c2 = c2s[x];
+        /* a = channel mean (1 where 0); wt = sin(pi/2 (1 - min(1, max_c(c/a/2.5)))). A division by a > 0 and
+         * by 2.5 never reverses an order (correctly rounded quotients are monotonic), and by a < 0 always
+         * does, so max_c((c / a) / 2.5) is ((max c) / a) / 2.5, or with min c for a < 0: one division, not
+         * three, for the same value (c and a are finite, a != 0, |c / a| >= 2^-100 or 0). */
         float a = pp_div_const((c0 + c1) + c2, 3.0f, r3);
         a = a == 0.0f ? 1.0f : a;
-        float b0 = pp_div_const(c0 / a, 2.5f, r25), b1 = pp_div_const(c1 / a, 2.5f, r25),
-              b2 = pp_div_const(c2 / a, 2.5f, r25);
-        float wt = b0 > b1 ? b0 : b1;
-        wt = wt > b2 ? wt : b2;
+        float hi = c0 > c1 ? c0 : c1, lo = c0 < c1 ? c0 : c1;
+        hi = hi > c2 ? hi : c2;
+        lo = lo < c2 ? lo : c2;
+        float wt = pp_div_const((a > 0.0f ? hi : lo) / a, 2.5f, r25);
         wt = wt > 1.0f ? 1.0f : wt;
         wt = 1.0f - wt;
         wt = pp_sin_quadrant((wt * pi) / 2.0f);
@@ -405,20 +430,26 @@ gz_decals_row(const float *restrict gs, const float *restrict rs, const float *r
     }
 }
 
-/* gz_decals on the region (rw x rh from (x0, y0)) of full planes of width iw: src g, r, z; dst R, G, B. */
+/* gz_decals on the region (rw x rh from (x0, y0)) of full planes of width iw: src g, r, z; dst R, G, B.
+ * Band -> (RGB plane, scale): z -> R 0.019, r -> G 0.014, g -> B 0.008; mnmx (-0.5, 300), arcsinh 1. */
 static void colour_gz_decals(const float *const src[3], int iw, int x0, int y0, int rw, int rh, int quantize,
                              float *dst)
 {
     size_t plane = (size_t)rw * rh;
-    for (int y = 0; y < rh; y++) {
-        size_t so = (size_t)(y + y0) * iw + x0, d = (size_t)y * rw;
-        gz_decals_row(src[0] + so, src[1] + so, src[2] + so, dst + d, dst + plane + d, dst + 2 * plane + d,
-                      rw);
-    }
+    float c[3][GZ_RUN];
+    for (int y = 0; y < rh; y++)
+        for (int xs = 0; xs < rw; xs += GZ_RUN) {
+            const int n = rw - xs < GZ_RUN ? rw - xs : GZ_RUN;
+            size_t so = (size_t)(y + y0) * iw + x0 + xs, d = (size_t)y * rw + xs;
+            gz_decals_band(src[2] + so, 0.019f, c[0], n);
+            gz_decals_band(src[1] + so, 0.014f, c[1], n);
+            gz_decals_band(src[0] + so, 0.008f, c[2], n);
+            gz_decals_desaturate(c[0], c[1], c[2], dst + d, dst + plane + d, dst + 2 * plane + d, n);
+        }
     if (quantize)
         /* np.uint8(rgb * 255.): truncation to the 8-bit level (values are >= 0, so the cast truncates), then
          * /255 as the model saw it */
-        for (size_t i = 0; i < 3 * plane; i++) dst[i] = (float)(int)(dst[i] * 255.0f) / 255.0f;
+        for (size_t i = 0; i < 3 * plane; i++) dst[i] = pp_level((float)(int)(dst[i] * 255.0f));
 }
 
 /* image: values 0..255 (blanks 0) to [0, 1]. */
@@ -664,7 +695,7 @@ static void quantize_levels(float *o, size_t n)
         float v = o[i] > 0.0f ? o[i] : 0.0f;
         o[i] = v < 1.0f ? v : 1.0f;
     }
-    for (size_t i = 0; i < n; i++) o[i] = (float)(int)(o[i] * 255.0f + 0.5f) / 255.0f; /* >= 0: the cast floors */
+    for (size_t i = 0; i < n; i++) o[i] = pp_level((float)(int)(o[i] * 255.0f + 0.5f)); /* >= 0: the cast floors */
 }
 
 int pp_apply(const pp_recipe *r, const io_cutout *c, int chans, int size, pp_work *w, float *out, char *err)

@@ -1,8 +1,8 @@
 /* tests/unit/test_preprocess.c: what the reference comparison cannot see from outside: the float32 asinh and
- * sin in io/preprocess.c against double precision, recipe specs (parse, describe round trip, errors), the
- * blank-pixel limit at its boundary, no allocation per galaxy once buffers are sized (pp_work and the cutout
- * pixel buffer), and two threads decoding and preprocessing at once giving the single-thread result.
- * Prints the per-cutout recipe time for a 3x256x256 cube. Exit 0 passes. */
+ * sin in io/preprocess.c against double precision, the 8-bit levels k / 255, recipe specs (parse, describe
+ * round trip, errors), the blank-pixel limit at its boundary, no allocation per galaxy once buffers are sized
+ * (pp_work and the cutout pixel buffer), and two threads decoding and preprocessing at once giving the
+ * single-thread result. Prints the per-cutout recipe time for a 3x256x256 cube. Exit 0 passes. */
 #include "io/cutout.h"
 #include "io/preprocess.h"
 
@@ -13,6 +13,7 @@
 
 float pp_test_asinhf(float x);
 float pp_test_sinf(float y);
+float pp_test_level(float k);
 
 #include "tests/unit/unit.h"
 
@@ -47,6 +48,12 @@ static void test_math(void)
         sabs = fmax(sabs, fabs(pp_test_sinf(y) - ref));
     }
     CHECK(sworst <= 3.0, "sin on [0, pi/2] within 3 ulps: worst %.2f (abs %.2g)", sworst, sabs);
+    int lbad = 0;
+    for (int k = 0; k <= 255; k++) {
+        volatile float kf = (float)k, q = kf / 255.0f; /* the float32 division the levels replace */
+        lbad += pp_test_level(kf) != q;
+    }
+    CHECK(lbad == 0, "the 256 8-bit levels k / 255 bit for bit without the division: %d differ", lbad);
 }
 
 static void test_specs(void)

@@ -218,14 +218,6 @@ void nn_im2col(const float *x, int h, int w, int c, int kh, int kw, int stride, 
     }
 }
 
-/* 16 floats as one value: GCC lowers it to one AVX-512 register, two AVX2 ones, or four SSE ones.
- * aligned(4) so loads and stores at any channel offset are legal. */
-typedef float v16f __attribute__((vector_size(64), aligned(4)));
-
-/* a macro, not a function: returning a 64-byte vector by value would change the calling convention on
- * builds without AVX-512 (GCC's -Wpsabi) */
-#define v16_load(p) (*(const v16f *)(p))
-
 /* One output pixel at any position: taps clipped to the image (borders). */
 static void dw_pixel(const float *x, int w, int c, const float *k, const float *b, int kw, int iy0, int ix0, int ky_lo,
                      int ky_hi, int kx_lo, int kx_hi, float *acc)
@@ -239,33 +231,55 @@ static void dw_pixel(const float *x, int w, int c, const float *k, const float *
         }
 }
 
-/* Four horizontally adjacent output pixels whose windows lie inside the image columns: each weight vector
- * is loaded once for four FMAs and the accumulators stay in registers across all taps. */
+/* Native vectors per block of 16 channels in dw_quad. A 16-float generic vector was one AVX-512 register but
+ * on AVX2 GCC kept it on the stack, moving halves through general registers at every tap (a third of the
+ * depthwise time there); arrays of native vectors with constant indices stay in registers on both. */
+#define DW_NV (VA >= 16 ? 1 : 16 / VA)
+
+/* dw_quad's four outputs for the nv * VA channels from cb: weights loaded once for four FMAs, the
+ * accumulators in registers across all taps */
+static inline __attribute__((always_inline)) void dw_quad_block(const float *x, int w, int c, const float *k,
+                                                                const float *b, int kw, size_t sx, int iy0, int ix0,
+                                                                int ky_lo, int ky_hi, float *y, int cb, const int nv)
+{
+    vfa a[4][DW_NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) {
+        a[0][v] = vload(b + cb + v * VA);
+        a[1][v] = a[2][v] = a[3][v] = a[0][v];
+    }
+    for (int ky = ky_lo; ky < ky_hi; ky++) {
+        const float *xr = x + ((size_t)(iy0 + ky) * w + ix0) * c + cb;
+        const float *kr = k + (size_t)ky * kw * c + cb;
+        for (int kx = 0; kx < kw; kx++) {
+            const float *xp = xr + (size_t)kx * c;
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) {
+                const vfa wv = vload(kr + (size_t)kx * c + v * VA);
+                a[0][v] += vload(xp + v * VA) * wv;
+                a[1][v] += vload(xp + sx + v * VA) * wv;
+                a[2][v] += vload(xp + 2 * sx + v * VA) * wv;
+                a[3][v] += vload(xp + 3 * sx + v * VA) * wv;
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) vstore(y + (size_t)j * c + cb + v * VA, a[j][v]);
+}
+
+/* Four horizontally adjacent output pixels whose windows lie inside the image columns: blocks of 16 channels,
+ * then of one native vector, then one channel at a time (each channel's sum in the same order throughout). */
 static void dw_quad(const float *x, int w, int c, const float *k, const float *b, int kw, int stride, int iy0,
                     int ix0, int ky_lo, int ky_hi, float *y)
 {
     const size_t sx = (size_t)stride * c;
     int cb = 0;
-    for (; cb + 16 <= c; cb += 16) {
-        v16f a0 = v16_load(b + cb), a1 = a0, a2 = a0, a3 = a0;
-        for (int ky = ky_lo; ky < ky_hi; ky++) {
-            const float *xr = x + ((size_t)(iy0 + ky) * w + ix0) * c + cb;
-            const float *kr = k + (size_t)ky * kw * c + cb;
-            for (int kx = 0; kx < kw; kx++) {
-                v16f wv = v16_load(kr + (size_t)kx * c);
-                const float *xp = xr + (size_t)kx * c;
-                a0 += v16_load(xp) * wv;
-                a1 += v16_load(xp + sx) * wv;
-                a2 += v16_load(xp + 2 * sx) * wv;
-                a3 += v16_load(xp + 3 * sx) * wv;
-            }
-        }
-        *(v16f *)(y + cb) = a0;
-        *(v16f *)(y + c + cb) = a1;
-        *(v16f *)(y + 2 * (size_t)c + cb) = a2;
-        *(v16f *)(y + 3 * (size_t)c + cb) = a3;
-    }
-    for (int j = 0; j < 4 && cb < c; j++) /* channels past the last multiple of 16 */
+    for (; cb + DW_NV * VA <= c; cb += DW_NV * VA)
+        dw_quad_block(x, w, c, k, b, kw, sx, iy0, ix0, ky_lo, ky_hi, y, cb, DW_NV);
+    for (; DW_NV > 1 && cb + VA <= c; cb += VA) dw_quad_block(x, w, c, k, b, kw, sx, iy0, ix0, ky_lo, ky_hi, y, cb, 1);
+    for (int j = 0; j < 4 && cb < c; j++) /* channels past the last multiple of the vector width */
         for (int ci = cb; ci < c; ci++) {
             float acc = b[ci];
             for (int ky = ky_lo; ky < ky_hi; ky++)

@@ -13,7 +13,7 @@ blas = next((r["blas"] for r in rows if r.get("impl") == "sgemm"), "?")
 SIDES = [("morphcat", "fp32"), ("morphcat", "bf16"), ("torch", "fp32"), ("torch", "bf16")]
 best_of = collections.defaultdict(dict)
 for r in rows:
-    if "images_per_s" not in r or str(r.get("model", "")).startswith("encoder_only"):
+    if "images_per_s" not in r or str(r.get("model", "")).startswith("encoder_only") or r.get("build"):
         continue
     side = (r["impl"], r.get("precision", "fp32"))
     key = (r["model"], r["batch"])
@@ -48,6 +48,23 @@ for m, top in sorted(summary.items()):
     need = TARGET_BF16.get(m, 2.0)
     print("%-16s fp32 %.2f vs PyTorch fp32 %.2f: %.2fx (target 1.5x)   best %.2f vs PyTorch bf16 %.2f: %.2fx (target %.1fx)"
           % (m, of, tf, of / tf, ours_best, tb, ours_best / tb, need))
+
+# the AVX2-only node (bench/avx2.sh): the x86-64-v3 build against PyTorch with oneDNN restricted to AVX2
+avx2 = collections.defaultdict(dict)
+for r in rows:
+    if r.get("build") == "x86-64-v3" and "images_per_s" in r:
+        k = (r["model"], r["batch"])
+        for unit in ("images_per_s", "images_per_cpu_s"):
+            avx2[(r["impl"], unit)][k] = max(avx2[(r["impl"], unit)].get(k, 0.0), r[unit])
+if avx2:
+    print()
+    print("AVX2 build (make MC_ARCH=x86-64-v3, OpenBLAS Haswell) against PyTorch fp32 with ONEDNN_MAX_CPU_ISA=AVX2 "
+          "(best of NCHW, channels_last), images/s, best of the rounds:")
+    for k in sorted(avx2[("morphcat", "images_per_s")]):
+        o, t = avx2[("morphcat", "images_per_s")][k], avx2[("torch", "images_per_s")].get(k, nan)
+        oc, tc = avx2[("morphcat", "images_per_cpu_s")][k], avx2[("torch", "images_per_cpu_s")].get(k, nan)
+        print("  %-16s batch %2d: %.2f vs %.2f: %.2fx (per CPU second %.2f vs %.2f: %.2fx; target 1.2x)"
+              % (k[0], k[1], o, t, o / t, oc, tc, oc / tc))
 
 # the catalogue job (bench/pipeline.sh)
 enc = collections.defaultdict(float)

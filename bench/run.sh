@@ -7,7 +7,8 @@
 # machine noise hits both sides alike. Both run the same weight file on the same 32 galaxy images (speed
 # depends on the values: torch 1.13's EfficientNet-B0 runs 2-8x slower on uniform noise than on galaxies,
 # and both flush subnormals). Then bench/pipeline.sh: the catalogue job's galaxies/s against the encoder
-# alone, and 2 ranks against 1; and bench/detect.sh: the clump detector (Faster R-CNN) against torchvision,
+# alone, and 2 ranks against 1; bench/avx2.sh: the x86-64-v3 build against PyTorch restricted to AVX2;
+# bench/detect.sh: the clump detector (Faster R-CNN) against torchvision,
 # seconds per image; bench/tables.sh: export and report on a million-row catalogue; and bench/queue.sh: the MPI
 # work queue at hundreds of ranks (build/bench/queue.txt). Writes build/bench/results.jsonl and prints the table.
 #
@@ -90,6 +91,8 @@ for r in $(seq "$REPEATS"); do
     done
 done
 ./build/bench/bench_forward sgemm --seconds 2 >> "$res"
+[ -n "$MC_BENCH_SKIP_AVX2" ] || sh bench/avx2.sh "$res" "$out/inputs.npy" \
+    $(for m in convnext_nano efficientnet_b0 resnet50; do echo "$MODELS" | grep -q -w "$m" && echo "$m=$(model_dir "$m")"; done)
 [ -n "$MC_BENCH_SKIP_PIPELINE" ] || sh bench/pipeline.sh "$res"
 [ -n "$MC_BENCH_SKIP_DETECT" ] || sh bench/detect.sh "$res"
 [ -n "$MC_BENCH_SKIP_TABLES" ] || sh bench/tables.sh "$res"

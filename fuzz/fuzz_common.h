@@ -11,13 +11,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The scratch path for this process with the given file name ("x.fits"): a folder of its own, created once. */
+/* The scratch path for this process with the given file name ("x.fits"): a folder of its own, created once,
+ * under $FUZZ_SCRATCH (fuzz/run.sh points it into the scratch folder it removes afterwards), else /dev/shm. */
 static inline const char *fuzz_path(const char *name)
 {
     static char dir[256];
     static char path[512];
     if (!dir[0]) {
-        const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+        const char *base = getenv("FUZZ_SCRATCH");
+        if (!base || !base[0]) base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
         snprintf(dir, sizeof dir, "%s/morphcat-fuzz-%ld", base, (long)getpid());
         mkdir(dir, 0700);
     }

@@ -10,6 +10,10 @@ shift 2>/dev/null
 names=${*:-$(ls build-fuzz/fuzz_* 2>/dev/null | grep -v '\.d$' | sed 's|build-fuzz/fuzz_||')}
 [ -n "$names" ] || { echo "no harnesses in build-fuzz/ (make fuzz-build)"; exit 1; }
 work=$(mktemp -d /tmp/morphcat-fuzz-XXXXXX)
+# the harnesses' per-process input files: in memory where /dev/shm is, and removed with the rest afterwards
+scratch=$(mktemp -d /dev/shm/morphcat-fuzz-XXXXXX 2>/dev/null) || scratch=$work/scratch
+mkdir -p "$scratch"
+export FUZZ_SCRATCH="$scratch"
 /usr/bin/python3 fuzz/make_seeds.py "$work" || { echo "seed generation failed"; exit 1; }
 # malloc may return NULL as it does outside ASan (CFITSIO then reports a memory error); a 2 GB RSS cap still catches
 # allocations that succeed and blow up
@@ -37,5 +41,6 @@ for n in $names; do
         echo "ok   fuzz_$n: up to ${secs} s, ${runs:-?} runs (${eps:-?}/s), coverage ${cov:-?} edges, ${ft:-?} features, corpus $corp"
     fi
 done
+rm -rf "$scratch"
 [ $fail -eq 0 ] && rm -rf "$work"
 exit $fail

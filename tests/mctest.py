@@ -39,11 +39,28 @@ def run(args, check=True, **kw):
     return cp
 
 
+_shm_dir = None
+
+
+def shm_dir():
+    """This test's folder for Open MPI's shared-memory segments (in /dev/shm where it is writable), removed when
+    the test exits: ranks the kill and resume tests SIGKILL never unlink their segments, and left in /dev/shm
+    itself they pile up (hundreds after a few make checks)."""
+    global _shm_dir
+    if _shm_dir is None:
+        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        _shm_dir = tempfile.mkdtemp(prefix="mctest-shm-", dir=base)
+        atexit.register(shutil.rmtree, _shm_dir, True)
+    return _shm_dir
+
+
 def mpi_env():
-    """Environment for mpirun in tests: root is allowed (CI runs as root), more ranks than cores too."""
+    """Environment for mpirun in tests: root is allowed (CI runs as root), more ranks than cores too, and shared
+    memory segments in the test's own folder (shm_dir)."""
     env = dict(os.environ)
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
-               OMPI_MCA_btl_vader_single_copy_mechanism="none", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+               OMPI_MCA_btl_vader_single_copy_mechanism="none", OMPI_MCA_btl_vader_backing_directory=shm_dir(),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     return env
 
 

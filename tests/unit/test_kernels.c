@@ -368,6 +368,8 @@ int main(void)
     test_conv(1, 8, 8, 17, 17, 3, 1, 1, 1, 0, 0);   /* odd channel count */
     test_conv(2, 9, 37, 40, 40, 3, 1, 1, 1, 0, 0);  /* wide rows: 4-pixel register blocks plus a channel tail */
     test_conv(1, 12, 29, 48, 48, 5, 2, 2, 1, 0, 0); /* strided 4-pixel blocks */
+    test_conv(2, 7, 7, 72, 72, 7, 1, 3, 1, 0, 0);   /* ConvNeXt's last stage: every pixel a border one, 64 + 8 channels */
+    test_conv(1, 14, 14, 136, 136, 7, 1, 3, 1, 0, 0); /* quads and borders, 128 + 8 channels */
     /* the packed product (nn/gemm_packed.c), + residual, ReLU: */
     test_conv(3, 20, 20, 64, 96, 1, 1, 0, 0, 0, 1);   /* 1x1 over several row blocks */
     test_conv(1, 9, 11, 300, 288, 1, 1, 0, 0, 0, 1);  /* K past two runs of 128, N past a column block */

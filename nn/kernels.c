@@ -218,35 +218,37 @@ void nn_im2col(const float *x, int h, int w, int c, int kh, int kw, int stride, 
     }
 }
 
+/* dw_pixel's sums for the nv * VA channels from cb, in registers across the taps */
+static inline __attribute__((always_inline)) void dw_pixel_block(const float *x, int w, int c, const float *k,
+                                                                 const float *b, int kw, int iy0, int ix0, int ky_lo,
+                                                                 int ky_hi, int kx_lo, int kx_hi, float *acc, int cb,
+                                                                 const int nv)
+{
+    vfa a[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) a[v] = vload(b + cb + v * VA);
+    for (int ky = ky_lo; ky < ky_hi; ky++)
+        for (int kx = kx_lo; kx < kx_hi; kx++) {
+            const float *xp = x + ((size_t)(iy0 + ky) * w + (ix0 + kx)) * c + cb;
+            const float *kp = k + ((size_t)ky * kw + kx) * c + cb;
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) a[v] += vload(xp + v * VA) * vload(kp + v * VA);
+        }
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) vstore(acc + cb + v * VA, a[v]);
+}
+
 /* One output pixel at any position: taps clipped to the image (borders; on 7x7 maps every pixel, on 14x14 six
- * of each row's fourteen). Four native vectors of channels at a time, their sums in registers across the taps
- * (four chains, so the FMAs' latency overlaps), then one vector, then one channel: each channel's sum in the
- * same order throughout (bias, then the taps row by row). */
+ * of each row's fourteen). Four native vectors of channels at a time (four chains, so the FMAs' latency
+ * overlaps), then one vector, then one channel: each channel's sum in the same order throughout (bias, then
+ * the taps row by row). */
 static void dw_pixel(const float *x, int w, int c, const float *k, const float *b, int kw, int iy0, int ix0, int ky_lo,
                      int ky_hi, int kx_lo, int kx_hi, float *acc)
 {
     int cb = 0;
-    for (; cb + 4 * VA <= c; cb += 4 * VA) {
-        vfa a[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) a[v] = vload(b + cb + v * VA);
-        for (int ky = ky_lo; ky < ky_hi; ky++)
-            for (int kx = kx_lo; kx < kx_hi; kx++) {
-                const float *xp = x + ((size_t)(iy0 + ky) * w + (ix0 + kx)) * c + cb;
-                const float *kp = k + ((size_t)ky * kw + kx) * c + cb;
-#pragma GCC unroll 4
-                for (int v = 0; v < 4; v++) a[v] += vload(xp + v * VA) * vload(kp + v * VA);
-            }
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) vstore(acc + cb + v * VA, a[v]);
-    }
-    for (; cb + VA <= c; cb += VA) {
-        vfa a = vload(b + cb);
-        for (int ky = ky_lo; ky < ky_hi; ky++)
-            for (int kx = kx_lo; kx < kx_hi; kx++)
-                a += vload(x + ((size_t)(iy0 + ky) * w + (ix0 + kx)) * c + cb) * vload(k + ((size_t)ky * kw + kx) * c + cb);
-        vstore(acc + cb, a);
-    }
+    for (; cb + 4 * VA <= c; cb += 4 * VA)
+        dw_pixel_block(x, w, c, k, b, kw, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi, acc, cb, 4);
+    for (; cb + VA <= c; cb += VA) dw_pixel_block(x, w, c, k, b, kw, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi, acc, cb, 1);
     for (; cb < c; cb++) {
         float a = b[cb];
         for (int ky = ky_lo; ky < ky_hi; ky++)

@@ -21,7 +21,9 @@ check read one and CFITSIO's decoder the other (SEGV in fits_rdecomp);
 fits/naxis_name_mangled_unchecked_hdu_sigfpe.fits.fz: a primary NAXIS card whose name is damaged, which CFITSIO still
 read as NAXIS, going on to an HDU (ZTILE3 = 0: SIGFPE) the header scan had not reached;
 fits/zval1_no_value_indicator_fortify_abort.fits.fz: a ZVAL1 card with binary bytes from column 9 on, no '=': CFITSIO
-still read a value from it and its message overflowed (abort). Since the header scan became one strict
+still read a value from it and its message overflowed (abort);
+fits/tfields_huge_calloc_14gb.fits: a binary table extension with TFIELDS = 87724078, for which CFITSIO allocated
+column structures of 14 GB as it entered the table (libFuzzer out-of-memory). Since the header scan became one strict
 reading of every card CFITSIO interprets (io/cutout_fits_hdr.c), some older inputs are refused for their first
 damage (bytes outside printable ASCII, a value that is not one number) before the check they were found for;
 test_faults_corrupt_corpus keeps clean cases of those checks. manifest/long_header_names_overrun.csv: a header without an id column whose names
@@ -53,6 +55,8 @@ expect = {"fits/rice_zero_run_past_end.fits.fz": ("corrupt_file", "RICE_1 tile 2
                                                                    "where the standard puts NAXIS"),
           "fits/ttype_unquoted_long_fortify_abort.fits.fz": ("corrupt_file", "HDU 2, card 1: XTENSION",
                                                                "outside printable ASCII"),
+          "fits/tfields_huge_calloc_14gb.fits": ("corrupt_file", "HDU 2, card 8: TFIELDS = 87724078",
+                                                 "is not from 0 to 999"),
           "config/num_classes_huge.json": ("num_classes", "out of range")}
 for kind in sorted(os.listdir(reg)):
     for name in sorted(os.listdir(os.path.join(reg, kind))):

@@ -305,11 +305,14 @@ static int scale_key_bad(fitsfile *f, const char *key, char *value, double *v)
 
 /* Big-endian float32 to native, NaN and Inf to NAN, denormals and -0 to 0 (as CFITSIO's reading with a NaN
  * null value). Masks rather than selects, and a function of its own, so that it vectorises. */
-__attribute__((noinline)) static void swap_float32(uint32_t *u, size_t n)
+__attribute__((noinline)) static void swap_float32(const unsigned char *src, uint32_t *u, size_t n)
 {
     const uint32_t nan_bits = 0x7fc00000u; /* NAN */
     for (size_t i = 0; i < n; i++) {
-        uint32_t v = __builtin_bswap32(u[i]), e = v & 0x7f800000u;
+        uint32_t v;
+        memcpy(&v, src + 4 * i, 4);
+        v = __builtin_bswap32(v);
+        uint32_t e = v & 0x7f800000u;
         uint32_t zero = -(uint32_t)(e == 0), nan = -(uint32_t)(e == 0x7f800000u);
         u[i] = (v & ~zero & ~nan) | (nan_bits & nan);
     }
@@ -322,9 +325,11 @@ __attribute__((noinline)) static void swap_float32(uint32_t *u, size_t n)
 static int read_float32(const io_fits_bytes *b, int64_t datastart, size_t n, float *pix)
 {
     uint32_t *u = (uint32_t *)(void *)pix;
-    if (b->mem) {
-        memcpy(u, b->mem + datastart, n * 4);
-    } else {
+    if (b->mem) { /* swapped straight from the bytes */
+        swap_float32(b->mem + datastart, u, n);
+        return 0;
+    }
+    {
         const int fd = fileno(b->fp);
         for (size_t got = 0; got < n * 4;) {
             ssize_t k = pread(fd, (char *)u + got, n * 4 - got, (off_t)(datastart + (int64_t)got));
@@ -336,7 +341,7 @@ static int read_float32(const io_fits_bytes *b, int64_t datastart, size_t n, flo
             got += (size_t)k;
         }
     }
-    swap_float32(u, n);
+    swap_float32((const unsigned char *)u, u, n);
     return 0;
 }
 
@@ -406,7 +411,7 @@ static int gunzip_file(const char *path, unsigned char **out, size_t *n, char *w
 }
 
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
-                        const char *hdu, io_cutout *c, char *err)
+                        const unsigned char *file, const char *hdu, io_cutout *c, char *err)
 {
     int plain = nmagic >= 9 && !memcmp(magic, "SIMPLE  =", 9);
     int gz = nmagic >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
@@ -437,6 +442,8 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
         }
         bytes.mem = mem;
         bytes.size = size = (int64_t)nmem; /* from here on, the FITS is these bytes */
+    } else if (file) {
+        bytes.mem = file; /* the file's bytes, read by the caller: the header check and float32 pixels read them */
     } else if (!(bytes.fp = fopen(path, "rb"))) {
         return io_cutout_fail(err, MC_ROW_MISSING, "%s: cannot open (%s)", path, strerror(errno));
     }
@@ -447,6 +454,8 @@ int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nma
         return io_cutout_fail(err, MC_ROW_CORRUPT, "%s: corrupt FITS header (%s)", path, kwhy);
     }
     /* diskfile: the path is a plain file name, never CFITSIO's extended syntax ("x.fits[1]", "a=b"). */
+    /* (a plain file read whole is still opened from disk by CFITSIO: its memory driver reports a read past the
+     * end otherwise than the disk driver, which changed a truncated tile-compressed file's message) */
     void *memp = mem;
     if (gz ? fits_open_memfile(&f, path, READONLY, &memp, &nmem, 0, NULL, &status)
            : fits_open_diskfile(&f, path, READONLY, &status)) {

@@ -21,9 +21,10 @@ int io_cutout_check_size(const char *path, const char *what, int64_t w, int64_t 
 int io_cutout_png_read(const char *path, FILE *f, io_cutout *c, char *err);
 int io_cutout_jpeg_read(const char *path, FILE *f, io_cutout *c, char *err);
 /* FITS is opened by CFITSIO once io/cutout_fits_hdr.c has checked its headers (a gzipped file is inflated into
- * memory first); magic holds the file's first nmagic bytes and size its length in bytes. */
+ * memory first); magic holds the file's first nmagic bytes and size its length in bytes; file, when not NULL, all
+ * of its bytes (read by io_cutout_read_sum; a gzipped file is still inflated from path). */
 int io_cutout_fits_read(const char *path, const unsigned char *magic, size_t nmagic, int64_t size,
-                        const char *hdu, io_cutout *c, char *err);
+                        const unsigned char *file, const char *hdu, io_cutout *c, char *err);
 
 /* io/cutout_fits_hdr.c: morphcat's strict reading of header cards before CFITSIO and WCSLIB see them. A FITS
  * image's bytes: a file (fp, open) or memory (mem), size bytes long. */

@@ -60,17 +60,16 @@ static void load_row(mc_loader *l, mc_slot *s, int i)
         snprintf(err, sizeof err, "manifest row %lld: %s", (long long)(s->row0 + i + 1), row->note ? row->note : "unusable");
     } else {
         io_read_opts o = {row->hdu && row->hdu[0] ? row->hdu : l->hdu};
-        /* the content checksum first (data-release reruns compare it); a file that cannot be read is
-         * reported by the decoder below, with its reason */
-        char herr[MC_ERR_LEN], *sum = s->sum + (size_t)i * IO_CAT_SUM_LEN;
+        /* the content checksum (data-release reruns compare it), from the bytes the decoder reads; a file
+         * that cannot be read is reported by the decoder, with its reason */
+        char *sum = s->sum + (size_t)i * IO_CAT_SUM_LEN;
         /* a file replaced, rewritten, shrunk or removed between the checksum and the decode would leave a
          * row whose checksum describes other bytes than its values: read again, and after three tries say
          * that the file would not hold still */
         for (int attempt = 1;; attempt++) {
             struct stat before, after;
             int had = stat(row->path, &before) == 0;
-            if (io_file_checksum(row->path, sum, herr)) sum[0] = 0;
-            st = io_cutout_read(row->path, &o, &l->cut, err);
+            st = io_cutout_read_sum(row->path, &o, &l->cut, sum, err);
             int has = stat(row->path, &after) == 0;
             if (had == has && (!had || same_stamp(&before, &after))) break;
             if (attempt == 3) {

@@ -1,4 +1,4 @@
-/* tests/unit/test_amx_emu.c: the software AMX of test builds (nn/amx_emu.h) against the SDM's definitions,
+/* tests/unit/test_amx_emulator.c: the software AMX of test builds (nn/amx_emu.h) against the SDM's definitions,
  * written here a second time in plain scalar C: loads and stores of configured shapes with strides (nothing
  * read or written outside them, the rest zeroed), TDPBF16PS bit for bit (the order of each element's FMAs,
  * DAZ, FTZ, the zeroed columns and rows) and VCVTNE2PS2BF16 on directed and random values. A wrong emulator

@@ -8,11 +8,20 @@ PKGS    := libzip libcjson openblas lapacke cfitsio wcslib libpng libjpeg hdf5-o
 PY      := /usr/bin/python3
 
 CFLAGS  = $(OPT) -g -march=$(MC_ARCH) -std=gnu11 -fno-math-errno -Wall -Wextra -Werror -Wno-format-truncation \
-          -Iinclude -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP $(XCFLAGS)
+          -Iinclude -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP $(XCFLAGS) $(EMU_FLAGS)
 LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcsv -lcrypto -lm -lpthread
 
 B        ?= build
 BIN      ?= morphcat
+
+# MC_AMX_EMU=1: a test build whose AMX tile instructions run in software (nn/amx_emu.h), so the bf16 path is
+# exercised on CPUs without AMX (tests/test_amx_emu.sh). Never the default binary: it needs its own B= and BIN=.
+ifeq ($(MC_AMX_EMU),1)
+ifneq ($(filter build morphcat,$(B) $(BIN)),)
+$(error MC_AMX_EMU=1 builds a test binary: give it its own B= and BIN= (make MC_AMX_EMU=1 B=build-amxemu BIN=build-amxemu/morphcat))
+endif
+EMU_FLAGS := -DMC_AMX_EMU=1
+endif
 LIB_SRC  := $(wildcard nn/*.c io/*.c jobs/*.c science/*.c report/*.c) $(filter-out pipeline/main.c,$(wildcard pipeline/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o) $(B)/obj/gen/schemas.o
 SCHEMAS  := $(sort $(wildcard nn/schemas/*.json))
@@ -108,6 +117,6 @@ fuzz: deps $(BIN)
 	sh fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(B) build-san build-fuzz build-avx2 morphcat
+	rm -rf $(B) build-san build-fuzz build-avx2 build-amxemu morphcat
 
 -include $(LIB_OBJ:.o=.d) $(B)/obj/pipeline/main.d

@@ -17,6 +17,9 @@
 #include <unistd.h>
 #define MC_HAVE_X86 1
 #endif
+#if MC_AMX_EMU
+#include "nn/amx_emu.h" /* test build: the tile operations and AMX_TARGET in software, same names */
+#endif
 
 /* Linux arch_prctl codes (asm/prctl.h) and the XTILEDATA state component number (xstate.rst). */
 #define AMX_ARCH_GET_XCOMP_PERM 0x1022
@@ -35,7 +38,14 @@ void nn_amx_request(void)
         amx_why = "AMX is disabled by MORPHCAT_AMX=0";
         return;
     }
-#if MC_HAVE_X86
+#if MC_AMX_EMU
+    if (!amx_emu_cpu_ok()) {
+        amx_why = "this emulated-AMX test build (MC_AMX_EMU=1) needs AVX-512 F, BW, DQ and VL";
+        return;
+    }
+    amx_state = 1; /* no tile permission to ask for: nothing runs on tiles */
+    amx_why = AMX_EMU_NOTE;
+#elif MC_HAVE_X86
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22))) {
         amx_why = "this CPU has no AMX-BF16 tiles (Intel Sapphire Rapids or later has them)";
@@ -79,6 +89,15 @@ int nn_amx_usable(const char **why)
     if (amx_state < 0) nn_amx_request();
     if (why) *why = amx_why;
     return amx_state == 1;
+}
+
+const char *nn_amx_emulation(void)
+{
+#if MC_AMX_EMU
+    return AMX_EMU_NOTE;
+#else
+    return NULL;
+#endif
 }
 
 /* ---- packing ------------------------------------------------------------------------------------------ */
@@ -189,7 +208,9 @@ size_t nn_gemm_bf16_scratch(int M, int K, int split)
 
 #if MC_HAVE_X86
 
+#if !MC_AMX_EMU
 #define AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#endif
 
 typedef struct __attribute__((packed)) amx_cfg {
     uint8_t palette, start_row;

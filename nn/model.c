@@ -431,7 +431,14 @@ int nn_precision_check(nn_precision p, char *err)
     if (p == NN_PREC_BF16 && !nn_amx_usable(&why))
         return mc_fail(err, "--precision bf16 needs AMX, which this process cannot use: %s; use --precision fp32",
                        why);
+    static int noted;
+    if (p == NN_PREC_BF16 && nn_build_note() && !noted++) fprintf(stderr, "morphcat: note: %s\n", nn_build_note());
     return 0;
+}
+
+const char *nn_build_note(void)
+{
+    return nn_amx_emulation();
 }
 
 void nn_cpu_request(void)

@@ -23,6 +23,9 @@ int nn_precision_check(nn_precision p, char *err);
 /* Ask the kernel for AMX tile state. Call first thing in main(), before MPI_Init and before any thread or
  * signal stack exists; harmless where there is no AMX. */
 void nn_cpu_request(void);
+/* NULL in a real build; one line in a test build that is not what it seems (MC_AMX_EMU=1: AMX emulated in
+ * software, docs/engine.md), for --version, info and the bf16 commands to show. */
+const char *nn_build_note(void);
 
 typedef enum {
     NN_HEAD_NONE = 0,

@@ -60,6 +60,7 @@ int cmd_info(int argc, char **argv)
     printf("sha256:       %s\n", hex);
     printf("blas:         %s\n", nn_blas_describe());
     if (nn_blas_advice()) printf("blas advice:  %s\n", nn_blas_advice());
+    if (nn_build_note()) printf("build:        %s\n", nn_build_note());
     nn_model_free(m);
     return MC_EXIT_OK;
 }

@@ -60,6 +60,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "--version")) {
         printf("morphcat %s\n", MC_VERSION);
+        if (nn_build_note()) printf("note: %s\n", nn_build_note());
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -1,7 +1,8 @@
 /* tests/unit/test_amx.c: the AMX bf16 GEMM against a double-precision product of the same bf16-rounded
  * operands (so only accumulation order and fp32 rounding remain: relative max error <= 1e-5 of the
  * largest |C|), on shapes that exercise every padding path (M, N, K not multiples of 16 or 32), with each
- * epilogue (bias, residual, accumulate, activation). Skips (77) where AMX cannot run, saying why. */
+ * epilogue (bias, residual, accumulate, activation). Skips (77) where AMX cannot run, saying why. Also run against
+ * the emulated tiles of a test build (tests/test_amx_emu.sh). */
 #include <math.h>
 
 #include "nn/amx.h"
@@ -83,6 +84,7 @@ int main(void)
         printf("skip: %s\n", why);
         return 77;
     }
+    if (nn_amx_emulation()) printf("note: %s\n", nn_amx_emulation());
     static const int shapes[][3] = {{1, 1, 1},     {7, 5, 3},     {32, 32, 32},   {33, 17, 47},   {100, 64, 576},
                                     {1025, 96, 147}, {64, 1000, 2048}, {3000, 256, 64}, {17, 2048, 4608},
                                     {700, 40, 2080}}; /* two row chunks x three K chunks (the last of one block) */

@@ -8,14 +8,12 @@
 #include "nn/amx.h"
 #include "nn/engine.h"
 #include "unit.h"
+#include "rng.h"
 
 static uint32_t rng = 88172645u;
 static float frand(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return (float)(rng >> 8) / 8388608.0f - 1.0f;
+    return (float)(unit_xorshift32(&rng) >> 8) / 8388608.0f - 1.0f;
 }
 
 static float bf16_round(float f)

@@ -9,14 +9,12 @@
 
 #include "nn/amx_emu.h"
 #include "unit.h"
+#include "rng.h"
 
 static uint32_t rng = 2463534242u;
 static uint32_t next(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return rng;
+    return unit_xorshift32(&rng);
 }
 
 static float f32(uint32_t u)

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "nn/engine.h"
+#include "rng.h"
 
 static int failures, checks;
 
@@ -17,10 +18,7 @@ static void check(int ok, const char *what, double got, double tol)
 static uint32_t rng = 2463534242u;
 static float frand(void) /* uniform in [-1, 1) */
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return (float)(rng >> 8) / 8388608.0f - 1.0f;
+    return (float)(unit_xorshift32(&rng) >> 8) / 8388608.0f - 1.0f;
 }
 
 static double gelu_ref(double x)

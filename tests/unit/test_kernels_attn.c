@@ -7,6 +7,7 @@
 #include "mc.h"
 #include "nn/kernels.h"
 #include "nn/kernels_attn.h"
+#include "rng.h"
 
 static int failures, checks;
 
@@ -20,10 +21,7 @@ static void check(int ok, const char *what, double got, double tol)
 static uint32_t rng = 88172645u;
 static float frand(void) /* uniform in [-1, 1) */
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return (float)(rng >> 8) / 8388608.0f - 1.0f;
+    return (float)(unit_xorshift32(&rng) >> 8) / 8388608.0f - 1.0f;
 }
 
 static void test_gelu_tanh(void)

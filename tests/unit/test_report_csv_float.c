@@ -7,14 +7,12 @@
 
 #include "report/report_internal.h"
 #include "tests/unit/unit.h"
+#include "tests/unit/rng.h"
 
 static uint32_t rng_state = 12345;
 static uint32_t next_u32(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
+    return unit_xorshift32(&rng_state);
 }
 
 static int back(float v)

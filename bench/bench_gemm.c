@@ -20,8 +20,7 @@ int main(int argc, char **argv)
     const char *why;
     int amx = nn_amx_usable(&why);
     if (!amx) printf("AMX not usable (%s): sgemm only\n", why);
-    if (amx && nn_amx_emulation())
-        printf("note: %s: the amx figures below are the emulator's\n", nn_amx_emulation());
+    if (amx && nn_build_note()) printf("note: %s: the amx figures below are the emulator's\n", nn_build_note());
     const int mult = argc > 1 ? atoi(argv[1]) : 1;
     static const int shapes[][3] = {{12544, 64, 147}, {3136, 64, 576}, {3136, 256, 64}, {3136, 64, 256},
                                     {784, 128, 1152}, {784, 512, 128}, {196, 256, 2304}, {196, 1024, 256},

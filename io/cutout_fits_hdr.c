@@ -285,9 +285,12 @@ static int card_check(const char *c, hdr_state *h, char *why, size_t len)
     /* FITS 4.0 sections 7.2.1 and 7.3.1: a table has 0 to 999 fields. CFITSIO allocates one column structure
      * per field as it enters a table, before reading any of them (ffgtbp): TFIELDS = 87724078 asked calloc
      * for 14 GB (found by fuzz_fits) */
-    if (!strcmp(name, "TFIELDS") && (strtoll(val, NULL, 10) < 0 || strtoll(val, NULL, 10) > 999)) {
-        snprintf(why, len, "TFIELDS = %s is not from 0 to 999", shown(c, t0, t1, tok));
-        return 1;
+    if (!strcmp(name, "TFIELDS")) {
+        long long fields = strtoll(val, NULL, 10);
+        if (fields < 0 || fields > 999) {
+            snprintf(why, len, "TFIELDS = %s is not from 0 to 999", shown(c, t0, t1, tok));
+            return 1;
+        }
     }
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "mc.h"
+#include "nn/nn.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -91,7 +92,7 @@ int nn_amx_usable(const char **why)
     return amx_state == 1;
 }
 
-const char *nn_amx_emulation(void)
+const char *nn_build_note(void)
 {
 #if MC_AMX_EMU
     return AMX_EMU_NOTE;

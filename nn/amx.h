@@ -37,9 +37,6 @@ void nn_wpack_free(nn_wpack *p);
  * environment makes it answer no (to test the refusal path on AMX machines). Returns 1 or 0, reason in why. */
 void nn_amx_request(void);
 int nn_amx_usable(const char **why);
-/* NULL in a real build; in a test build with the tile instructions emulated in software (make MC_AMX_EMU=1,
- * nn/amx_emu.h) the line that says so. */
-const char *nn_amx_emulation(void);
 
 /* Scratch, in floats, that nn_gemm_bf16 needs for an M x K product with this split (bf16 copies of one row
  * tile of A). */

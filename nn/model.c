@@ -436,11 +436,6 @@ int nn_precision_check(nn_precision p, char *err)
     return 0;
 }
 
-const char *nn_build_note(void)
-{
-    return nn_amx_emulation();
-}
-
 void nn_cpu_request(void)
 {
     nn_amx_request();

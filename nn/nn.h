@@ -24,7 +24,7 @@ int nn_precision_check(nn_precision p, char *err);
  * signal stack exists; harmless where there is no AMX. */
 void nn_cpu_request(void);
 /* NULL in a real build; one line in a test build that is not what it seems (MC_AMX_EMU=1: AMX emulated in
- * software, docs/engine.md), for --version, info and the bf16 commands to show. */
+ * software, docs/engine.md), for --version, info and the bf16 commands to show (nn/amx.c). */
 const char *nn_build_note(void);
 
 typedef enum {

@@ -82,7 +82,7 @@ int main(void)
         printf("skip: %s\n", why);
         return 77;
     }
-    if (nn_amx_emulation()) printf("note: %s\n", nn_amx_emulation());
+    if (nn_build_note()) printf("note: %s\n", nn_build_note());
     static const int shapes[][3] = {{1, 1, 1},     {7, 5, 3},     {32, 32, 32},   {33, 17, 47},   {100, 64, 576},
                                     {1025, 96, 147}, {64, 1000, 2048}, {3000, 256, 64}, {17, 2048, 4608},
                                     {700, 40, 2080}}; /* two row chunks x three K chunks (the last of one block) */

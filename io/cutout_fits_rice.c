@@ -19,6 +19,9 @@
 #include "io/cutout_internal.h"
 
 #include <fitsio.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -53,7 +56,8 @@ static void rand_init(void)
 /* The tile's bytes are followed by RICE_PAD zero bytes (io_fits_tiles_read), so the bit reader needs no
  * bounds of its own: 8 bytes read at any byte up to 8 past the end hold the code there and zeros past it.
  * The decoder checks the position against the end before it reads a block code or a pixel's code; the only
- * read past such a check, a long code's low bits, starts at most 64 bits further on. */
+ * reads past such a check, a long code's low bits and the window read 57 bits ahead, start at most 64 bits
+ * further on. */
 enum { RICE_PAD = 16 };
 
 /* the 64 bits from bit position bp, big-endian; the top 64 - (bp & 7) >= 57 are the code's, the rest zeros */
@@ -70,14 +74,57 @@ static inline uint32_t rice_top(uint64_t w, int fs)
     return (uint32_t)((w >> 1) >> (63 - fs));
 }
 
+/* A block's codes are decoded in two passes of up to RICE_CHUNK codes. The first walks the bits and keeps, per
+ * code, its unary count z and x, the 1 that ends it with the fs low bits after it (so d = ((z - 1) << fs) + x
+ * mod 2^32): a chain of one LZCNT and one shift per code, the window word built from the bits it already held and
+ * a word read ahead rather than a fresh read at the new bit position. The second forms the zigzag-mapped
+ * differences and sums them onto the last pixel, on 16 lanes with AVX-512 (a prefix sum in four shifted adds).
+ * Same arithmetic mod 2^32 as one pass, so the same pixels. */
+enum { RICE_CHUNK = 64 };
+
+#if defined(__AVX512F__)
+static inline uint32_t rice_sum(const uint32_t *z, const uint32_t *x, int cnt, int fs, uint32_t last,
+                                uint32_t mask, uint32_t *o)
+{
+    const __m512i one = _mm512_set1_epi32(1), vfs = _mm512_set1_epi32(fs), zero = _mm512_setzero_si512(),
+                  vmask = _mm512_set1_epi32((int)mask), top = _mm512_set1_epi32(15);
+    __m512i carry = _mm512_set1_epi32((int)last);
+    for (int k = 0; k < cnt; k += 16) {
+        const __mmask16 mk = cnt - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cnt - k)) - 1);
+        const __m512i vz = _mm512_maskz_loadu_epi32(mk, z + k), vx = _mm512_maskz_loadu_epi32(mk, x + k);
+        const __m512i d =
+            _mm512_maskz_add_epi32(mk, _mm512_sllv_epi32(_mm512_sub_epi32(vz, one), vfs), vx); /* 0 past cnt */
+        __m512i v = _mm512_xor_si512(_mm512_srli_epi32(d, 1), _mm512_srai_epi32(_mm512_slli_epi32(d, 31), 31));
+        v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, zero, 15)); /* lane i += lane i - 1 */
+        v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, zero, 14)); /* += i - 2 */
+        v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, zero, 12)); /* += i - 4 */
+        v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, zero, 8));  /* += i - 8 */
+        v = _mm512_add_epi32(v, carry);
+        _mm512_mask_storeu_epi32(o + k, mk, _mm512_and_si512(v, vmask));
+        carry = _mm512_permutexvar_epi32(top, v); /* lanes past cnt added 0: lane 15 is the last pixel */
+    }
+    return (uint32_t)_mm_cvtsi128_si32(_mm512_castsi512_si128(carry)) & mask;
+}
+#else
+static inline uint32_t rice_sum(const uint32_t *z, const uint32_t *x, int cnt, int fs, uint32_t last,
+                                uint32_t mask, uint32_t *o)
+{
+    for (int k = 0; k < cnt; k++) {
+        const uint32_t d = ((z[k] - 1u) << fs) + x[k];
+        last = (last + ((d >> 1) ^ (0u - (d & 1)))) & mask;
+        o[k] = last;
+    }
+    return last;
+}
+#endif
+
 /* One RICE_1 tile of n pixels (bytepix 1, 2 or 4) from its len bytes (RICE_PAD zeros after them) into out: 1
  * when its code ends within its bytes, 0 when it runs past them, -1 for a block code above the raw one (out
  * then partly written). Past the end the code reads as zeros, so a damaged tile is caught by the bits it
- * used: before each code is read, and so after each block. A pixel's code is its unary count (nz zeros and
- * a 1) and fs low bits. Up to six codes are taken from one 64-bit read while they fit the 57 bits it surely
- * holds (noise-level survey tiles: codes of about 5 bits), so the bit position's chain of dependent steps
- * waits on one load per six pixels rather than a refill per pixel; a code that does not fit (a long unary
- * run) is read run by run. */
+ * used: before each code is read, and so after each block. A pixel's code is its unary count (z zeros and
+ * a 1) and fs low bits. Up to six codes are taken from one 64-bit window while they fit the 57 bits it surely
+ * holds (noise-level survey tiles: codes of about 5 bits); a code that does not fit (a long unary run) is read
+ * run by run. */
 __attribute__((always_inline)) static inline int
 rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int bytepix, uint32_t *out)
 {
@@ -93,6 +140,7 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
     if ((uint64_t)bbits > end) return 0;
     uint64_t bp = (uint64_t)bbits;
     uint32_t last = rice_top(rice_peek(buf, 0), bbits);
+    uint32_t zb[RICE_CHUNK], xb[RICE_CHUNK];
     for (int64_t i = 0; i < n; i += nblock) {
         const int64_t m = n - i < nblock ? n - i : nblock;
         uint32_t *o = out + i;
@@ -102,7 +150,9 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
         if (fs > fsmax) return -1; /* no encoder writes these (CFITSIO decodes them into garbage) */
         if (fs < 0) {              /* all differences zero */
             for (int64_t k = 0; k < m; k++) o[k] = last;
-        } else if (fs == fsmax) { /* raw differences */
+            continue;
+        }
+        if (fs == fsmax) { /* raw differences */
             for (int64_t k = 0; k < m; k++) {
                 if (bp > end) return 0;
                 const uint32_t d = rice_top(rice_peek(buf, bp), bbits);
@@ -110,47 +160,51 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
                 last = (last + ((d & 1) ? ~(d >> 1) : d >> 1)) & mask;
                 o[k] = last;
             }
-        } else {
-            /* a code of z zeros, a 1 and fs low bits: shifted up by z, its top fs + 1 bits are the 1 and the
-             * low bits, so d = ((z - 1) << fs) + those (mod 2^32), and the next code is fs + 1 bits further */
-            const int fs1 = fs + 1, sh = 63 - fs;
-            for (int64_t k = 0; k < m;) {
+            continue;
+        }
+        /* a code of z zeros, a 1 and fs low bits: shifted up by z, its top fs + 1 bits are x, and the next
+         * code is fs + 1 bits further */
+        const int fs1 = fs + 1, sh = 63 - fs;
+        for (int64_t c0 = 0; c0 < m; c0 += RICE_CHUNK) {
+            const int cnt = m - c0 < RICE_CHUNK ? (int)(m - c0) : RICE_CHUNK;
+            int k = 0;
+            uint64_t w = rice_peek(buf, bp); /* 57 or more of its top bits are the code's from bp */
+            while (cnt - k >= 6) {
                 if (bp > end) return 0;
-                uint64_t w = rice_peek(buf, bp);
-                int z, used = 0;
-                if (m - k >= 6) {
-                    /* six codes at once with no check between them, taken only if together they fit the 57
-                     * bits (then each was read from bits the word holds); otherwise they are decoded again
-                     * below, code by code, from the same word. A word of zeros (no code end) shifts by 0
-                     * and fails the fit. */
-                    uint64_t ww = w;
-                    uint32_t l = last;
+                /* six codes with no check between them, taken only if together they fit the 57 bits (then
+                 * each was read from bits the window holds); otherwise decoded again below, code by code. A
+                 * window of zeros (no code end) shifts by 0 and fails the fit. The bits from bp + 57 are read
+                 * now (within the pad: bp <= end), off the chain of shifts. */
+                const uint64_t ahead = rice_peek(buf, bp + 57);
+                uint64_t ww = w;
+                int used = 0;
 #pragma GCC unroll 6
-                    for (int j = 0; j < 6; j++) {
-                        const int zz = ww ? __builtin_clzll(ww) : 64;
-                        const uint64_t ws = ww << (zz & 63);
-                        const uint32_t d = ((uint32_t)(zz - 1) << fs) + (uint32_t)(ws >> sh);
-                        l = (l + ((d >> 1) ^ (0u - (d & 1)))) & mask;
-                        o[k + j] = l;
-                        used += zz + fs1;
-                        ww = ws << fs1;
-                    }
-                    if (used <= 57) {
-                        last = l;
-                        k += 6;
-                        bp += (uint64_t)used;
-                        continue;
-                    }
-                    used = 0;
+                for (int j = 0; j < 6; j++) {
+                    const int zz = ww ? __builtin_clzll(ww) : 64; /* one LZCNT */
+                    const uint64_t wf = ww << fs1;                 /* (beside the LZCNT, not after it) */
+                    zb[k + j] = (uint32_t)zz;
+                    xb[k + j] = (uint32_t)((ww << (zz & 63)) >> sh);
+                    used += zz + fs1;
+                    ww = wf << (zz & 63);
                 }
+                if (used > 57) break;
+                k += 6;
+                bp += (uint64_t)used;
+                /* the window from the new bp: what is left of this one (57 - used bits or more), then the bits
+                 * read ahead, which agree with it where both hold the code */
+                w = ww | (ahead >> (57 - used));
+            }
+            while (k < cnt) {
+                if (bp > end) return 0;
+                w = rice_peek(buf, bp);
+                int z, used = 0;
 #pragma GCC unroll 6
-                for (int j = 0; j < 6 && k < m; j++) { /* up to six codes from the 57 bits held */
-                    z = w ? __builtin_clzll(w) : 64;   /* one LZCNT */
+                for (int j = 0; j < 6 && k < cnt; j++) { /* up to six codes from the 57 bits held */
+                    z = w ? __builtin_clzll(w) : 64;
                     if (used + z + fs1 > 57) break;
                     const uint64_t ws = w << z;
-                    const uint32_t d = ((uint32_t)(z - 1) << fs) + (uint32_t)(ws >> sh);
-                    last = (last + ((d >> 1) ^ (0u - (d & 1)))) & mask;
-                    o[k++] = last;
+                    zb[k] = (uint32_t)z;
+                    xb[k++] = (uint32_t)(ws >> sh);
                     used += z + fs1;
                     w = ws << fs1;
                 }
@@ -171,10 +225,10 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
                 bp += (uint64_t)z + 1;
                 const uint32_t low = rice_top(rice_peek(buf, bp), fs); /* bp <= end + 64: within the pad */
                 bp += (uint64_t)fs;
-                const uint32_t d = (uint32_t)((nz << fs) | low);
-                last = (last + ((d & 1) ? ~(d >> 1) : d >> 1)) & mask;
-                o[k++] = last;
+                zb[k] = (uint32_t)nz; /* d = (nz << fs) | low, mod 2^32 */
+                xb[k++] = (1u << fs) | low;
             }
+            last = rice_sum(zb, xb, cnt, fs, last, mask, o + c0);
         }
     }
     return bp <= end;
@@ -182,7 +236,7 @@ rice_decode(const unsigned char *buf, uint64_t len, int64_t n, int nblock, int b
 
 /* rice_decode with the pixel width a constant, each on its own (inlined into its caller it ran out of
  * registers) */
-__attribute__((noinline)) static int rice_decode4(const unsigned char *buf, uint64_t len, int64_t n,
+__attribute__((noinline, optimize("no-tree-slp-vectorize"))) static int rice_decode4(const unsigned char *buf, uint64_t len, int64_t n,
                                                   int nblock, uint32_t *out)
 {
     return rice_decode(buf, len, n, nblock, 4, out);

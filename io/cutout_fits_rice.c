@@ -373,7 +373,7 @@ static int64_t image_offset(int naxis, const LONGLONG *naxes, const int64_t *t0,
     return off;
 }
 
-int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_values, float *pix,
+int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_values, io_cutout *c, float *pix,
                        int *decoded, char *why, size_t len)
 {
     int st = 0;
@@ -430,9 +430,9 @@ int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_
     if (tiles != rows) q.on = 0; /* decoded here only when the rows are the tiles, each once */
     unsigned char *buf = NULL;
     LONGLONG cap = 0;
-    uint32_t *val = rice ? mc_malloc((size_t)tile_pix * sizeof *val) : NULL;
-    float *tv =
-        q.on ? mc_malloc((size_t)tile_pix * sizeof *tv) : NULL; /* a tile's values, when not one run */
+    uint32_t *val = rice ? io_cutout_scratch(c, 1, (size_t)tile_pix * sizeof *val) : NULL;
+    float *tv = q.on ? io_cutout_scratch(c, 2, (size_t)tile_pix * sizeof *tv)
+                     : NULL; /* a tile's values, when not one run */
     int bad = 0;
     for (LONGLONG r = 1; r <= rows && !bad; r++) {
         LONGLONG repeat = 0, offset = 0;
@@ -454,7 +454,7 @@ int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_
         }
         if (repeat > cap) {
             cap = repeat;
-            buf = mc_realloc(buf, (size_t)cap + RICE_PAD);
+            buf = io_cutout_scratch(c, 0, (size_t)cap + RICE_PAD);
         }
         memset(buf + repeat, 0, RICE_PAD); /* the decoder reads up to RICE_PAD bytes past the tile */
         int anynul = 0;
@@ -519,9 +519,6 @@ int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_
             }
         }
     }
-    free(tv);
-    free(val);
-    free(buf);
     if (!bad && q.on) *decoded = 1;
     return bad;
 }

@@ -13,6 +13,9 @@ int io_cutout_fail(char *err, int status, const char *fmt, ...) MC_PRINTF(3, 4);
 
 /* Make room for n floats at c->pix (growing only; the buffer is kept for the next file). Returns c->pix. */
 float *io_cutout_reserve(io_cutout *c, size_t n);
+/* Working memory k (0-2) of c, at least bytes long and kept for the next file (growing only; contents not
+ * kept when it grows). */
+void *io_cutout_scratch(io_cutout *c, int k, size_t bytes);
 
 /* Refuse images whose planes would exceed IO_MAX_PIXELS floats before anything is allocated. */
 int io_cutout_check_size(const char *path, const char *what, int64_t w, int64_t h, int64_t nband, char *err);
@@ -48,9 +51,10 @@ char *io_fits_wcs_cards(const char *hdr, int nkeys, int naxis, int *ncards, int 
 /* io/cutout_fits_rice.c: the tiles of the tile-compressed image HDU f is on (naxis axes of naxes pixels),
  * checked before CFITSIO decodes any (sizes, descriptors, heap bounds, each RICE_1 tile's code within its
  * bytes) and, when they are RICE_1-coded quantised floats and plain_values (no BSCALE/BZERO other than 1 and
- * 0), decoded into pix (the whole image, FITS order) with *decoded = 1. 0, or 1 and why for a corrupt HDU. */
-int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_values, float *pix, int *decoded,
-                       char *why, size_t len);
+ * 0), decoded into pix (the whole image, FITS order) with *decoded = 1. 0, or 1 and why for a corrupt HDU.
+ * Its working memory is c's (io_cutout_scratch). */
+int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_values, io_cutout *c, float *pix,
+                       int *decoded, char *why, size_t len);
 
 /* Release the WCS kept in c (io/cutout_fits.c). */
 void io_cutout_wcs_free(io_cutout *c);

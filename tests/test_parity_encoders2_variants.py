@@ -1,6 +1,7 @@
 """Parity on MaxViT / EfficientNetV2 variants that no golden in ../shared/refdata/encoders2 covers, against
 tools/timm_ref2.py (plain PyTorch). First the reference itself is checked against every real-timm golden
-(relative max error <= 1e-6; it is bit-identical here), then morphcat is compared with it (<= 1e-4) on:
+(relative max error <= 1e-6, or on CPUs where PyTorch's fp32 kernels round otherwise, within the case's own fp32
+rounding, PyTorch fp32 against fp64), then morphcat is compared with it (<= 1e-4) on:
 tf_efficientnetv2_s at an odd 193 px; efficientnetv2_s (the PyTorch-padding twin: symmetric padding, BN eps 1e-5)
 on the tf_efficientnetv2_s weights; maxvit_rmlp_tiny_rw_256 (8x8 windows at 256 px) built from the maxvit_tiny_rw_224
 golden with relative-position MLPs from the rmlp_small golden; maxvit_rmlp_base_rw_224 (depths 2,6,14,2, Linear +
@@ -47,8 +48,17 @@ for case in sorted(os.listdir(enc2)):
     goldens[case] = sd
     if case.startswith("zoobot_tree"):
         continue  # same encoder weights layout as maxvit_tiny_rw_224, checked there
-    err = mctest.rel_max_err(ref_forward(spec["architecture"], sd, x), np.load(os.path.join(enc2, case, "embedding.npy")))
-    c.check(err <= 1e-6, "timm_ref2 reproduces real timm on %s (rel max err %.2g)" % (case, err))
+    ref = ref_forward(spec["architecture"], sd, x)
+    err = mctest.rel_max_err(ref, np.load(os.path.join(enc2, case, "embedding.npy")))
+    if err <= 1e-6:
+        c.check(True, "timm_ref2 reproduces real timm on %s (rel max err %.2g)" % (case, err))
+        continue
+    # PyTorch's fp32 kernels differ by CPU (oneDNN picks them per ISA): on an AVX512_BF16 node
+    # tf_efficientnetv2_s came out 2.1e-6 from the golden. Allowed there up to the case's own fp32 rounding,
+    # PyTorch fp32 against fp64 on the same input (about 8e-6 for that model): a wrong layer gives 1e-3 or more.
+    cond = mctest.rel_max_err(ref, ref_forward(spec["architecture"], sd, x, torch.float64))
+    c.check(err <= max(1e-6, cond), "timm_ref2 reproduces real timm on %s (rel max err %.2g, within this CPU's fp32 "
+            "rounding of the case, PyTorch fp32 vs fp64 %.2g)" % (case, err, cond))
 
 
 def compare(arch, sd, x, label):

@@ -36,13 +36,14 @@ float *io_cutout_reserve(io_cutout *c, size_t n)
 
 void *io_cutout_scratch(io_cutout *c, int k, size_t bytes)
 {
+    struct io_cutout_scratch *s = &c->scratch;
     MC_ASSERT(k >= 0 && k < 3);
-    if (c->tile_cap[k] < bytes || !c->tile_mem[k]) {
-        free(c->tile_mem[k]);
-        c->tile_mem[k] = mc_malloc(bytes ? bytes : 1);
-        c->tile_cap[k] = bytes;
+    if (s->cap[k] < bytes || !s->mem[k]) {
+        free(s->mem[k]);
+        s->mem[k] = mc_malloc(bytes ? bytes : 1);
+        s->cap[k] = bytes;
     }
-    return c->tile_mem[k];
+    return s->mem[k];
 }
 
 int io_cutout_check_size(const char *path, const char *what, int64_t w, int64_t h, int64_t nband, char *err)
@@ -106,19 +107,16 @@ static int cutout_read(const char *path, const io_read_opts *opts, io_cutout *c,
     MC_ASSERT(path && c);
     /* Everything but the buffers describes the previous file: reset it. */
     float *pix = c->pix;
-    size_t cap = c->cap, file_cap = c->file_cap, tile_cap[3];
+    size_t cap = c->cap, file_cap = c->file_cap;
     unsigned char *file = c->file;
-    void *tile_mem[3];
-    memcpy(tile_mem, c->tile_mem, sizeof tile_mem);
-    memcpy(tile_cap, c->tile_cap, sizeof tile_cap);
+    struct io_cutout_scratch scratch = c->scratch;
     io_cutout_wcs_free(c);
     memset(c, 0, sizeof *c);
     c->pix = pix;
     c->cap = cap;
     c->file = file;
     c->file_cap = file_cap;
-    memcpy(c->tile_mem, tile_mem, sizeof tile_mem);
-    memcpy(c->tile_cap, tile_cap, sizeof tile_cap);
+    c->scratch = scratch;
     c->ra = c->dec = NAN;
     if (err) err[0] = 0;
 
@@ -233,10 +231,7 @@ void io_cutout_free(io_cutout *c)
     free(c->file);
     c->file = NULL;
     c->file_cap = 0;
-    for (int k = 0; k < 3; k++) {
-        free(c->tile_mem[k]);
-        c->tile_mem[k] = NULL;
-        c->tile_cap[k] = 0;
-    }
+    for (int k = 0; k < 3; k++) free(c->scratch.mem[k]);
+    memset(&c->scratch, 0, sizeof c->scratch);
     io_cutout_wcs_free(c);
 }

@@ -31,8 +31,10 @@ typedef struct io_cutout {
     size_t file_cap;     /* bytes allocated at file */
     /* a tile-compressed image's working memory (a tile's bytes, its codes, its values), reused by the next
      * file: allocated per file, blocks this size come from mmap and cost a page fault per 4 KB each time */
-    void *tile_mem[3];
-    size_t tile_cap[3];
+    struct io_cutout_scratch {
+        void *mem[3];
+        size_t cap[3];
+    } scratch;
 } io_cutout;
 
 typedef struct io_read_opts {

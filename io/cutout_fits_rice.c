@@ -428,8 +428,6 @@ int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_
     quant q;
     quant_setup(f, rice, bytepix, plain_values, &q);
     if (tiles != rows) q.on = 0; /* decoded here only when the rows are the tiles, each once */
-    unsigned char *buf = NULL;
-    LONGLONG cap = 0;
     uint32_t *val = rice ? io_cutout_scratch(c, 1, (size_t)tile_pix * sizeof *val) : NULL;
     float *tv = q.on ? io_cutout_scratch(c, 2, (size_t)tile_pix * sizeof *tv)
                      : NULL; /* a tile's values, when not one run */
@@ -452,10 +450,7 @@ int io_fits_tiles_read(fitsfile *f, int naxis, const LONGLONG *naxes, int plain_
             bad = 1;
             break;
         }
-        if (repeat > cap) {
-            cap = repeat;
-            buf = io_cutout_scratch(c, 0, (size_t)cap + RICE_PAD);
-        }
+        unsigned char *buf = io_cutout_scratch(c, 0, (size_t)repeat + RICE_PAD); /* grows only */
         memset(buf + repeat, 0, RICE_PAD); /* the decoder reads up to RICE_PAD bytes past the tile */
         int anynul = 0;
         if (fits_read_col(f, TBYTE, col, r, 1, repeat, NULL, buf, &anynul, &st)) {

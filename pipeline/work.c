@@ -22,6 +22,12 @@
  * has just taken. */
 #define ENDGAME 8
 
+/* the end of the queue, from the units left at rank 0 (as rank 0 knows them, or as its last answer said) */
+static int endgame(int64_t left, int size)
+{
+    return left < ENDGAME * (int64_t)size;
+}
+
 typedef struct req_msg {
     double rows_done, rows_failed, units_done;
     double t_sent; /* the sender's CLOCK_MONOTONIC: answer latency for mc_work_stats (same-host clocks) */
@@ -53,7 +59,7 @@ struct mc_work {
 static int chunk_for(const mc_work *w)
 {
     int64_t left = w->n_todo - w->next;
-    if (left < ENDGAME * (int64_t)w->size) return 1;
+    if (endgame(left, w->size)) return 1;
     int64_t k = left / (2 * (int64_t)w->size);
     if (k < 1) k = 1;
     if (k > MAX_CHUNK) k = MAX_CHUNK;
@@ -187,7 +193,7 @@ int64_t mc_work_next(mc_work *w, const mc_progress *mine)
     w->q_head = (w->q_head + 1) % (2 * MAX_CHUNK);
     w->q_len--;
     /* ask ahead while this unit is being computed (at the end only once the queue is empty) */
-    const int ahead = w->left_seen < ENDGAME * (int64_t)w->size ? 0 : MAX_CHUNK / 4;
+    const int ahead = endgame(w->left_seen, w->size) ? 0 : MAX_CHUNK / 4;
     if (w->q_len <= ahead && !w->waiting && !w->no_more) post_request(w, mine);
     return u;
 }

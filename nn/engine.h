@@ -35,7 +35,8 @@ typedef struct nn_ctx {
 /* Whether new fp32 plans take Winograd for 3x3 stride-1 convolutions: yes, unless MORPHCAT_WINOGRAD=0 in the
  * environment (the im2col path, for comparisons). Read when a plan is made. */
 int nn_winograd_default(void);
-/* Likewise for nn/gemm_packed.c's product (MORPHCAT_PGEMM=0: OpenBLAS sgemm, for comparisons). */
+/* Likewise for nn/gemm_packed.c's product: on AVX-512 builds except on AMD Zen 4 (nn_pgemm_native); for
+ * comparisons MORPHCAT_PGEMM=0 takes OpenBLAS sgemm and MORPHCAT_PGEMM=1 the packed product on any AVX-512 CPU. */
 int nn_pgemm_default(void);
 
 float *nn_ctx_alloc(nn_ctx *ctx, size_t nfloat);

@@ -9,18 +9,35 @@
  * into the accumulators as they are stored. Blocking: MB rows x NB columns of C (about 256 KB, in the
  * second-level cache across the runs of KC channels), the KC x NB floats of W of a run (128 KB at most)
  * beside it; each MR-row panel of A copied once per run and column block. */
+#include <cpuid.h>
+
 #include "mc.h"
 #include "nn/kernels.h"
 #include "nn/panel.h"
 
 #define NB 256 /* columns of C per block */
 
-/* On AVX-512, 14 x 32 blocks (28 accumulators) beat sgemm with its bias and activation passes by 6-13% on
- * ResNet's 1x1 shapes; on AVX2 the 6 x 16 blocks only matched OpenBLAS's Haswell kernel (0.8-1.1x by
- * shape), so AVX2 builds keep sgemm. */
-int nn_pgemm_native(void)
+/* AMD family 19h with AVX-512 (Zen 4): its 512-bit operations run on 256-bit units in two passes */
+static int cpu_zen4(void)
 {
-    return VA == 16;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d) || b != 0x68747541u) return 0; /* "AuthenticAMD" */
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    unsigned family = (a >> 8) & 0xf;
+    if (family == 0xf) family += (a >> 20) & 0xff;
+    return family == 0x19;
+}
+
+/* On Intel's AVX-512 cores, 14 x 32 blocks (28 accumulators) beat sgemm with its bias and activation passes
+ * by 6-13% on ResNet's 1x1 shapes and ResNet-50 by 10-20% whole. On AMD Zen 4 the same kernel runs at
+ * OpenBLAS's rate shape by shape (0.94-1.09x, 2026-12-03) but the whole models came out slower than on sgemm
+ * (images per CPU second at batch 8 against sgemm, alternating: ResNet-50 0.91-0.99x in 6 of 6 pairs,
+ * ConvNeXt-nano 0.77-1.16x, slower in 5 of 6, EfficientNet-B0 and MaxViT slower in 3 of 4, the detector
+ * even), so Zen 4 keeps sgemm. On AVX2 the 6 x 16 blocks only matched OpenBLAS's Haswell
+ * kernel (0.8-1.1x by shape), so AVX2 builds keep sgemm too. */
+int nn_pgemm_native(int any_cpu)
+{
+    return VA == 16 && (any_cpu || !cpu_zen4()); /* asked once per plan */
 }
 
 int nn_pgemm_padded(int N)

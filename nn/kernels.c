@@ -93,35 +93,78 @@ static inline float sigmoid(float x)
     return 1.0f / (1.0f + expf_fast(-x));
 }
 
-static inline vfa vexp_parts(vfa p, vfa h, vfa l)
+/* gelu of nv native vectors, each step taken for all of them before the next (the scalar gelu above, operation
+ * for operation, lane by lane; vexp_reduced's polynomial and expf_parts' reduction written out so they
+ * interleave too). One vector's chain (reciprocal, the degree-9 P(t), the exp) is about a hundred cycles of
+ * dependent operations; with four vectors interleaved the loop runs at the multiply-add units' rate instead:
+ * 1.30x on AVX-512 (AMD Zen 4) and 1.56x on AVX2 in a microbenchmark, 2026-12-03 (written one vector after
+ * another, four vectors gave 1.00x: the out-of-order window does not reach the next vector's chain). */
+static inline __attribute__((always_inline)) void vgelu_n(vfa *xs, const int nv)
 {
-    vfa x = p - h;
-    via under = x < vsplat(-87.0f);
-    vfa xc = vselect(under, vsplat(-87.0f), x);
-    xc = vselect(xc > vsplat(88.0f), vsplat(88.0f), xc);
-    const vfa shift = vsplat(12582912.0f);
-    vfa n = (xc * 1.44269504088896341f + shift) - shift;
-    vfa r = p - (h + n * 0.693145751953125f);
-    r = r - n * 1.428606765330187045e-06f - l;
-    return vselect(under, vsplat(0.0f), vexp_reduced(r, n));
-}
-
-static inline vfa vgelu(vfa x)
-{
-    vfa a = (vfa)((via)x & 0x7fffffff), z = a * 0.70710678118654752f;
-    vfa t = vrecip(1.0f + 0.5f * z);
-    vfa p = vsplat(ERFCC[0]);
+    vfa a[4], t[4], p[4], h[4], l[4], n[4], r[4], e[4];
+    via under[4];
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) {
+        a[u] = (vfa)((via)xs[u] & 0x7fffffff);
+        t[u] = vrecip(1.0f + 0.5f * (a[u] * 0.70710678118654752f));
+        p[u] = vsplat(ERFCC[0]);
+    }
 #pragma GCC unroll 10
-    for (int k = 1; k < 10; k++) p = p * t + ERFCC[k];
-    vfa ah = (vfa)((via)a & (int32_t)0xfffff000u);
-    vfa e = t * vexp_parts(p, 0.5f * ah * ah, 0.5f * (a - ah) * (a + ah));
-    vfa one_plus_erf = vselect(x < 0.0f, e, 2.0f - e);
-    return 0.5f * x * one_plus_erf;
+    for (int k = 1; k < 10; k++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) p[u] = p[u] * t[u] + ERFCC[k];
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) { /* expf_parts(p, h, l): z^2 = h + l, h exact */
+        vfa ah = (vfa)((via)a[u] & (int32_t)0xfffff000u);
+        h[u] = 0.5f * ah * ah;
+        l[u] = 0.5f * (a[u] - ah) * (a[u] + ah);
+        vfa x = p[u] - h[u];
+        under[u] = x < vsplat(-87.0f);
+        vfa xc = vselect(under[u], vsplat(-87.0f), x);
+        xc = vselect(xc > vsplat(88.0f), vsplat(88.0f), xc);
+        const vfa shift = vsplat(12582912.0f);
+        n[u] = (xc * 1.44269504088896341f + shift) - shift;
+        r[u] = p[u] - (h[u] + n[u] * 0.693145751953125f);
+        r[u] = r[u] - n[u] * 1.428606765330187045e-06f - l[u];
+        e[u] = vsplat(NN_EXP_TAYLOR[0]);
+    }
+#pragma GCC unroll 8
+    for (int k = 1; k < 7; k++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) e[u] = e[u] * r[u] + NN_EXP_TAYLOR[k];
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) {
+        via bits = (__builtin_convertvector(n[u], via) + 127) << 23;
+        vfa ex = t[u] * vselect(under[u], vsplat(0.0f), e[u] * (vfa)bits);
+        vfa one_plus_erf = vselect(xs[u] < 0.0f, ex, 2.0f - ex);
+        xs[u] = 0.5f * xs[u] * one_plus_erf;
+    }
 }
 
-static inline vfa vsigmoid(vfa x)
+/* sigmoid of nv native vectors, interleaved as vgelu_n is (vexp's steps written out): 1/(1 + e^-x) */
+static inline __attribute__((always_inline)) void vsigmoid_n(vfa *xs, const int nv)
 {
-    return vrecip(1.0f + vexp(-x));
+    vfa n[4], r[4], e[4];
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) {
+        vfa x = -xs[u];
+        x = vselect(x < vsplat(-87.0f), vsplat(-87.0f), x);
+        x = vselect(x > vsplat(88.0f), vsplat(88.0f), x);
+        const vfa shift = vsplat(12582912.0f);
+        n[u] = (x * 1.44269504088896341f + shift) - shift;
+        r[u] = x - n[u] * 0.693145751953125f;
+        r[u] = r[u] - n[u] * 1.428606765330187045e-06f;
+        e[u] = vsplat(NN_EXP_TAYLOR[0]);
+    }
+#pragma GCC unroll 8
+    for (int k = 1; k < 7; k++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) e[u] = e[u] * r[u] + NN_EXP_TAYLOR[k];
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) {
+        via bits = (__builtin_convertvector(n[u], via) + 127) << 23;
+        xs[u] = vrecip(1.0f + e[u] * (vfa)bits);
+    }
 }
 
 void nn_act_apply(float *x, size_t n, nn_act act)
@@ -133,23 +176,43 @@ void nn_act_apply(float *x, size_t n, nn_act act)
         for (; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
         break;
     case NN_ACT_SILU:
+        for (; i + 4 * VA <= n; i += 4 * VA) {
+            vfa v[4], g[4];
+            for (int u = 0; u < 4; u++) g[u] = v[u] = vload(x + i + u * VA);
+            vsigmoid_n(g, 4);
+            for (int u = 0; u < 4; u++) vstore(x + i + u * VA, v[u] * g[u]);
+        }
         for (; i + VA <= n; i += VA) {
-            vfa v = vload(x + i);
-            v = v * vsigmoid(v);
-            vstore(x + i, v);
+            vfa v = vload(x + i), g = v;
+            vsigmoid_n(&g, 1);
+            vstore(x + i, v * g);
         }
         for (; i < n; i++) x[i] = x[i] * sigmoid(x[i]);
         break;
     case NN_ACT_GELU:
+        for (; i + 4 * VA <= n; i += 4 * VA) {
+            vfa v[4];
+            for (int u = 0; u < 4; u++) v[u] = vload(x + i + u * VA);
+            vgelu_n(v, 4);
+            for (int u = 0; u < 4; u++) vstore(x + i + u * VA, v[u]);
+        }
         for (; i + VA <= n; i += VA) {
-            vfa v = vgelu(vload(x + i));
+            vfa v = vload(x + i);
+            vgelu_n(&v, 1);
             vstore(x + i, v);
         }
         for (; i < n; i++) x[i] = gelu(x[i]);
         break;
     case NN_ACT_SIGMOID:
+        for (; i + 4 * VA <= n; i += 4 * VA) {
+            vfa v[4];
+            for (int u = 0; u < 4; u++) v[u] = vload(x + i + u * VA);
+            vsigmoid_n(v, 4);
+            for (int u = 0; u < 4; u++) vstore(x + i + u * VA, v[u]);
+        }
         for (; i + VA <= n; i += VA) {
-            vfa v = vsigmoid(vload(x + i));
+            vfa v = vload(x + i);
+            vsigmoid_n(&v, 1);
             vstore(x + i, v);
         }
         for (; i < n; i++) x[i] = sigmoid(x[i]);

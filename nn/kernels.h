@@ -23,7 +23,9 @@ void nn_gemm_fused(int M, int N, int K, const float *A, int lda, const float *W,
 /* fp32 C[M x N] = act(A W^T + bias + res) with W ([N][K]) packed once by nn_pgemm_pack into
  * nn_pgemm_floats(N, K) floats (nn/gemm_packed.c). bias: nn_pgemm_padded(N) floats (zeros past N) or NULL;
  * res (rows ldr apart) may be NULL. act applied in the kernel for ReLU, over each finished block otherwise. */
-int nn_pgemm_native(void); /* whether this build's vector width makes it worth taking over sgemm */
+/* whether this build's vector width (and, unless any_cpu, this CPU: nn/gemm_packed.c) makes the packed product
+ * worth taking over sgemm */
+int nn_pgemm_native(int any_cpu);
 int nn_pgemm_padded(int N);
 size_t nn_pgemm_floats(int N, int K);
 void nn_pgemm_pack(const float *w, int N, int K, float *wp);

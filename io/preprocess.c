@@ -217,53 +217,42 @@ void pp_work_free(pp_work *w)
  * would cost more than the rest of the recipe). Both are within 3 float32 ulps of the true value
  * (checked against double in tests/unit/test_preprocess.c). */
 
-/* log(x) for finite x >= 1: x = m 2^e, m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m-1)/(m+1),
- * |s| <= 0.1716; the odd series to s^11 leaves a relative error below 1e-9. Selects are written as
- * arithmetic blends: with GCC's default trapping-math a conditional around a division blocks vectorising. */
-static inline float pp_log_ge1(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    int32_t e = (int32_t)(u >> 23) - 127;
-    u = (u & 0x007fffffu) | 0x3f800000u;
-    float m;
-    memcpy(&m, &u, 4);
-    float big = m > 1.41421356f ? 1.0f : 0.0f;
-    m = m * (1.0f - 0.5f * big);
-    float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
-    float p = s * (2.0f +
-                   s2 * (2.0f / 3.0f +
-                         s2 * (2.0f / 5.0f + s2 * (2.0f / 7.0f + s2 * (2.0f / 9.0f + s2 * (2.0f / 11.0f))))));
-    /* e ln 2 in two parts (the first exact in float) so large exponents keep full precision */
-    float fe = (float)e + big;
-    return p + fe * 0.693145751953125f + fe * 1.428606765330187e-06f;
-}
-
-/* asinh |x| = log1p(u) with u = t + t^2 / (1 + sqrt(1 + t^2)), t = |x|, which keeps u's relative precision
- * for small t. For u < 1, log1p(u) = 2 atanh(s), s = u / (2 + u) <= 1/3, by its odd series to s^17 (relative
- * truncation below 2e-10), never forming the rounded 1 + u; for u >= 1, log(1 + u) >= log 2 loses nothing
- * to rounding 1 + u. Above 1e18, asinh t = log(2t) to float precision (and t^2 would overflow). */
+/* asinh |x| = 2 atanh(s): for t = |x| < 3/4 with s = t / (1 + sqrt(1 + t^2)) (asinh t = log(t + w),
+ * w = sqrt(1 + t^2), and (t + w - 1) / (t + w + 1) reduces to t / (1 + w) since (w - 1)(w + 1) = t^2), which
+ * keeps s's relative precision for small t and stays below 1/3; above, log(t + w) from t + w = m 2^e with m in
+ * [sqrt(1/2), sqrt(2)), log m = 2 atanh(s) for s = (m - 1) / (m + 1), |s| <= 0.1716, and e ln 2 in two parts
+ * (the first exact in float). One division serves both (its operands selected lane by lane), and one odd series
+ * to s^17 (relative truncation below 2e-10 at s = 1/3): the former form took three divisions, which bounded the
+ * gz_decals bands on the divider. Above 1e18, asinh t = log(2t) to float precision (and t^2 would overflow).
+ * Selects are arithmetic blends (by exact 0 and 1 factors): with GCC's default trapping-math a conditional
+ * around a division blocks vectorising. */
 static inline float pp_asinhf(float x)
 {
     float t = fabsf(x);
     t = t < 3.0e38f ? t : 3.0e38f;
     float huge = t > 1.0e18f ? 1.0f : 0.0f;
     float tl = t < 1.0e18f ? t : 1.0e18f;
-    float t2 = tl * tl;
-    float u = tl + t2 / (1.0f + sqrtf(1.0f + t2));
-    float us = u < 1.0f ? u : 1.0f;
-    float s = us / (2.0f + us), s2 = s * s;
+    float w = sqrtf(1.0f + tl * tl);
+    float arg = huge * t + (1.0f - huge) * (tl + w);
+    uint32_t u;
+    memcpy(&u, &arg, 4);
+    int32_t e = (int32_t)(u >> 23) - 127;
+    u = (u & 0x007fffffu) | 0x3f800000u;
+    float m;
+    memcpy(&m, &u, 4);
+    float bigm = m > 1.41421356f ? 1.0f : 0.0f;
+    m = m * (1.0f - 0.5f * bigm);
+    float sel = tl < 0.75f ? 1.0f : 0.0f;
+    float s = (sel * tl + (1.0f - sel) * (m - 1.0f)) / (sel * (1.0f + w) + (1.0f - sel) * (m + 1.0f)), s2 = s * s;
     float ser =
         s2 * (1.0f / 3 +
               s2 * (1.0f / 5 +
                     s2 * (1.0f / 7 +
                           s2 * (1.0f / 9 +
                                 s2 * (1.0f / 11 + s2 * (1.0f / 13 + s2 * (1.0f / 15 + s2 * (1.0f / 17))))))));
-    float small = 2.0f * s + 2.0f * s * ser;
-    float arg = huge * t + (1.0f - huge) * (1.0f + u);
-    float big = pp_log_ge1(arg) + huge * 0.69314718f;
-    float sel = u < 1.0f ? 1.0f : 0.0f;
-    float r = sel * small + (1.0f - sel) * big;
+    float at = 2.0f * s + 2.0f * s * ser;
+    float fe = (1.0f - sel) * ((float)e + bigm);
+    float r = at + fe * 0.693145751953125f + fe * 1.428606765330187e-06f + huge * 0.69314718f;
     return x < 0.0f ? -r : r;
 }
 

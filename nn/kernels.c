@@ -93,6 +93,19 @@ static inline float sigmoid(float x)
     return 1.0f / (1.0f + expf_fast(-x));
 }
 
+/* e[u] = e^r[u] 2^n[u] for nv vectors, vexp_reduced's steps taken for all of them before the next */
+static inline __attribute__((always_inline)) void vexp_reduced_n(vfa *e, const vfa *r, const vfa *n, const int nv)
+{
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) e[u] = vsplat(NN_EXP_TAYLOR[0]);
+#pragma GCC unroll 8
+    for (int k = 1; k < 7; k++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) e[u] = e[u] * r[u] + NN_EXP_TAYLOR[k];
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) e[u] = e[u] * (vfa)((__builtin_convertvector(n[u], via) + 127) << 23);
+}
+
 /* gelu of nv native vectors, each step taken for all of them before the next (the scalar gelu above, operation
  * for operation, lane by lane; vexp_reduced's polynomial and expf_parts' reduction written out so they
  * interleave too). One vector's chain (reciprocal, the degree-9 P(t), the exp) is about a hundred cycles of
@@ -126,16 +139,11 @@ static inline __attribute__((always_inline)) void vgelu_n(vfa *xs, const int nv)
         n[u] = (xc * 1.44269504088896341f + shift) - shift;
         r[u] = p[u] - (h[u] + n[u] * 0.693145751953125f);
         r[u] = r[u] - n[u] * 1.428606765330187045e-06f - l[u];
-        e[u] = vsplat(NN_EXP_TAYLOR[0]);
     }
-#pragma GCC unroll 8
-    for (int k = 1; k < 7; k++)
-#pragma GCC unroll 4
-        for (int u = 0; u < nv; u++) e[u] = e[u] * r[u] + NN_EXP_TAYLOR[k];
+    vexp_reduced_n(e, r, n, nv);
 #pragma GCC unroll 4
     for (int u = 0; u < nv; u++) {
-        via bits = (__builtin_convertvector(n[u], via) + 127) << 23;
-        vfa ex = t[u] * vselect(under[u], vsplat(0.0f), e[u] * (vfa)bits);
+        vfa ex = t[u] * vselect(under[u], vsplat(0.0f), e[u]);
         vfa one_plus_erf = vselect(xs[u] < 0.0f, ex, 2.0f - ex);
         xs[u] = 0.5f * xs[u] * one_plus_erf;
     }
@@ -154,17 +162,44 @@ static inline __attribute__((always_inline)) void vsigmoid_n(vfa *xs, const int 
         n[u] = (x * 1.44269504088896341f + shift) - shift;
         r[u] = x - n[u] * 0.693145751953125f;
         r[u] = r[u] - n[u] * 1.428606765330187045e-06f;
-        e[u] = vsplat(NN_EXP_TAYLOR[0]);
     }
-#pragma GCC unroll 8
-    for (int k = 1; k < 7; k++)
+    vexp_reduced_n(e, r, n, nv);
 #pragma GCC unroll 4
-        for (int u = 0; u < nv; u++) e[u] = e[u] * r[u] + NN_EXP_TAYLOR[k];
-#pragma GCC unroll 4
-    for (int u = 0; u < nv; u++) {
-        via bits = (__builtin_convertvector(n[u], via) + 127) << 23;
-        xs[u] = vrecip(1.0f + e[u] * (vfa)bits);
+    for (int u = 0; u < nv; u++) xs[u] = vrecip(1.0f + e[u]);
+}
+
+/* one of the vector activations on nv native vectors */
+static inline __attribute__((always_inline)) void act_n(vfa *v, const int nv, const nn_act act)
+{
+    vfa g[4];
+    switch (act) {
+    case NN_ACT_SILU:
+        for (int u = 0; u < nv; u++) g[u] = v[u];
+        vsigmoid_n(g, nv);
+        for (int u = 0; u < nv; u++) v[u] = v[u] * g[u];
+        break;
+    case NN_ACT_GELU: vgelu_n(v, nv); break;
+    case NN_ACT_SIGMOID: vsigmoid_n(v, nv); break;
+    default: break;
     }
+}
+
+/* x[0 .. returned) in place, four vectors at a time, then one; the scalar tail is the caller's */
+static inline __attribute__((always_inline)) size_t act_vectors(float *x, size_t n, const nn_act act)
+{
+    size_t i = 0;
+    for (; i + 4 * VA <= n; i += 4 * VA) {
+        vfa v[4];
+        for (int u = 0; u < 4; u++) v[u] = vload(x + i + u * VA);
+        act_n(v, 4, act);
+        for (int u = 0; u < 4; u++) vstore(x + i + u * VA, v[u]);
+    }
+    for (; i + VA <= n; i += VA) {
+        vfa v = vload(x + i);
+        act_n(&v, 1, act);
+        vstore(x + i, v);
+    }
+    return i;
 }
 
 void nn_act_apply(float *x, size_t n, nn_act act)
@@ -176,46 +211,13 @@ void nn_act_apply(float *x, size_t n, nn_act act)
         for (; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
         break;
     case NN_ACT_SILU:
-        for (; i + 4 * VA <= n; i += 4 * VA) {
-            vfa v[4], g[4];
-            for (int u = 0; u < 4; u++) g[u] = v[u] = vload(x + i + u * VA);
-            vsigmoid_n(g, 4);
-            for (int u = 0; u < 4; u++) vstore(x + i + u * VA, v[u] * g[u]);
-        }
-        for (; i + VA <= n; i += VA) {
-            vfa v = vload(x + i), g = v;
-            vsigmoid_n(&g, 1);
-            vstore(x + i, v * g);
-        }
-        for (; i < n; i++) x[i] = x[i] * sigmoid(x[i]);
+        for (i = act_vectors(x, n, NN_ACT_SILU); i < n; i++) x[i] = x[i] * sigmoid(x[i]);
         break;
     case NN_ACT_GELU:
-        for (; i + 4 * VA <= n; i += 4 * VA) {
-            vfa v[4];
-            for (int u = 0; u < 4; u++) v[u] = vload(x + i + u * VA);
-            vgelu_n(v, 4);
-            for (int u = 0; u < 4; u++) vstore(x + i + u * VA, v[u]);
-        }
-        for (; i + VA <= n; i += VA) {
-            vfa v = vload(x + i);
-            vgelu_n(&v, 1);
-            vstore(x + i, v);
-        }
-        for (; i < n; i++) x[i] = gelu(x[i]);
+        for (i = act_vectors(x, n, NN_ACT_GELU); i < n; i++) x[i] = gelu(x[i]);
         break;
     case NN_ACT_SIGMOID:
-        for (; i + 4 * VA <= n; i += 4 * VA) {
-            vfa v[4];
-            for (int u = 0; u < 4; u++) v[u] = vload(x + i + u * VA);
-            vsigmoid_n(v, 4);
-            for (int u = 0; u < 4; u++) vstore(x + i + u * VA, v[u]);
-        }
-        for (; i + VA <= n; i += VA) {
-            vfa v = vload(x + i);
-            vsigmoid_n(&v, 1);
-            vstore(x + i, v);
-        }
-        for (; i < n; i++) x[i] = sigmoid(x[i]);
+        for (i = act_vectors(x, n, NN_ACT_SIGMOID); i < n; i++) x[i] = sigmoid(x[i]);
         break;
     }
 }

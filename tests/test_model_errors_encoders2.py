@@ -109,7 +109,11 @@ c.check(info.returncode == 0 and "in_chans:     1" in info.stdout, "1-channel Ef
 mctest.run(["forward", "--model", gdir, "--input", os.path.join(tmp, "g1.npy"), "--output", os.path.join(tmp, "e1.npy")])
 mctest.run(["forward", "--model", cdir, "--input", os.path.join(tmp, "g3.npy"), "--output", os.path.join(tmp, "e3.npy")])
 err = mctest.rel_max_err(np.load(os.path.join(tmp, "e1.npy")), np.load(os.path.join(tmp, "e3.npy")))
-c.check(err < 1e-5, "greyscale model on a grey image = colour model on it replicated (rel max err %.2g)" % err)
+# The two models are equal in exact arithmetic (the stem's channel weights summed), so what is left is fp32
+# rounding: PyTorch's own on this comparison is 7.8e-6; morphcat 8.8e-6 on the packed product, 1.1e-5 on
+# OpenBLAS sgemm (Zen 4's default, docs/engine.md). A wrong fold of the stem gives 1e-2 or more, and F(4x4)
+# Winograd on the narrow fused stages (rejected for its rounding) gave 3.5e-5: both fail below 2e-5.
+c.check(err < 2e-5, "greyscale model on a grey image = colour model on it replicated (rel max err %.2g)" % err)
 
 if not c.failed:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -93,25 +93,13 @@ static inline float sigmoid(float x)
     return 1.0f / (1.0f + expf_fast(-x));
 }
 
-/* e[u] = e^r[u] 2^n[u] for nv vectors, vexp_reduced's steps taken for all of them before the next */
-static inline __attribute__((always_inline)) void vexp_reduced_n(vfa *e, const vfa *r, const vfa *n, const int nv)
-{
-#pragma GCC unroll 4
-    for (int u = 0; u < nv; u++) e[u] = vsplat(NN_EXP_TAYLOR[0]);
-#pragma GCC unroll 8
-    for (int k = 1; k < 7; k++)
-#pragma GCC unroll 4
-        for (int u = 0; u < nv; u++) e[u] = e[u] * r[u] + NN_EXP_TAYLOR[k];
-#pragma GCC unroll 4
-    for (int u = 0; u < nv; u++) e[u] = e[u] * (vfa)((__builtin_convertvector(n[u], via) + 127) << 23);
-}
-
-/* gelu of nv native vectors, each step taken for all of them before the next (the scalar gelu above, operation
- * for operation, lane by lane; vexp_reduced's polynomial and expf_parts' reduction written out so they
- * interleave too). One vector's chain (reciprocal, the degree-9 P(t), the exp) is about a hundred cycles of
- * dependent operations; with four vectors interleaved the loop runs at the multiply-add units' rate instead:
- * 1.30x on AVX-512 (AMD Zen 4) and 1.56x on AVX2 in a microbenchmark, 2026-12-03 (written one vector after
- * another, four vectors gave 1.00x: the out-of-order window does not reach the next vector's chain). */
+/* gelu of nv native vectors, each step taken for all of them before the next (the scalar gelu above, operation for
+ * operation, lane by lane; expf_parts' reduction written out so it interleaves too, then vexp_reduced_n). One
+ * vector's chain (reciprocal, the degree-9 P(t), the exp) is about a hundred cycles of dependent operations; with
+ * four vectors interleaved the loop runs at the multiply-add units' rate instead: 1.30-1.38x on AVX-512 (AMD Zen 4)
+ * and 1.50x on AVX2 in a microbenchmark, 2026-12-03 (written one vector after another, four vectors gave 1.00x: the
+ * out-of-order window does not reach the next vector's chain).
+ */
 static inline __attribute__((always_inline)) void vgelu_n(vfa *xs, const int nv)
 {
     vfa a[4], t[4], p[4], h[4], l[4], n[4], r[4], e[4];
@@ -149,21 +137,13 @@ static inline __attribute__((always_inline)) void vgelu_n(vfa *xs, const int nv)
     }
 }
 
-/* sigmoid of nv native vectors, interleaved as vgelu_n is (vexp's steps written out): 1/(1 + e^-x) */
+/* sigmoid of nv native vectors, 1/(1 + e^-x), interleaved as vgelu_n is */
 static inline __attribute__((always_inline)) void vsigmoid_n(vfa *xs, const int nv)
 {
-    vfa n[4], r[4], e[4];
+    vfa e[4];
 #pragma GCC unroll 4
-    for (int u = 0; u < nv; u++) {
-        vfa x = -xs[u];
-        x = vselect(x < vsplat(-87.0f), vsplat(-87.0f), x);
-        x = vselect(x > vsplat(88.0f), vsplat(88.0f), x);
-        const vfa shift = vsplat(12582912.0f);
-        n[u] = (x * 1.44269504088896341f + shift) - shift;
-        r[u] = x - n[u] * 0.693145751953125f;
-        r[u] = r[u] - n[u] * 1.428606765330187045e-06f;
-    }
-    vexp_reduced_n(e, r, n, nv);
+    for (int u = 0; u < nv; u++) e[u] = -xs[u];
+    vexp_n(e, nv);
 #pragma GCC unroll 4
     for (int u = 0; u < nv; u++) xs[u] = vrecip(1.0f + e[u]);
 }

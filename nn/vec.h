@@ -64,26 +64,41 @@ static inline vfa vrecip(vfa d)
  * table of coefficients for nn/kernels.c's scalar exp and the vector one here */
 static const float NN_EXP_TAYLOR[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
 
-/* e^r * 2^n for |r| <= ln2/2 (nn/kernels.c's exp_reduced) */
-static inline vfa vexp_reduced(vfa r, vfa n)
+/* e[u] = e^r[u] * 2^n[u] for |r| <= ln2/2 (nn/kernels.c's exp_reduced), for nv vectors, each step taken for
+ * all of them before the next: one vector's chain is too long for the out-of-order window to overlap the next
+ * vector's, so callers with several vectors in hand pass them together (nn/kernels.c's activations) */
+static inline __attribute__((always_inline)) void vexp_reduced_n(vfa *e, const vfa *r, const vfa *n, const int nv)
 {
-    vfa p = vsplat(NN_EXP_TAYLOR[0]);
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) e[u] = vsplat(NN_EXP_TAYLOR[0]);
 #pragma GCC unroll 8
-    for (int k = 1; k < 7; k++) p = p * r + NN_EXP_TAYLOR[k];
-    via bits = (__builtin_convertvector(n, via) + 127) << 23;
-    return p * (vfa)bits;
+    for (int k = 1; k < 7; k++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) e[u] = e[u] * r[u] + NN_EXP_TAYLOR[k];
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) e[u] = e[u] * (vfa)((__builtin_convertvector(n[u], via) + 127) << 23);
 }
 
-/* e^x, x clamped to [-87, 88] (nn_expf) */
+/* x[u] = e^x[u], x clamped to [-87, 88] (nn_expf), for nv vectors interleaved as above */
+static inline __attribute__((always_inline)) void vexp_n(vfa *x, const int nv)
+{
+    vfa n[4], r[4];
+#pragma GCC unroll 4
+    for (int u = 0; u < nv; u++) {
+        vfa v = vselect(x[u] < vsplat(-87.0f), vsplat(-87.0f), x[u]);
+        v = vselect(v > vsplat(88.0f), vsplat(88.0f), v);
+        const vfa shift = vsplat(12582912.0f);
+        n[u] = (v * 1.44269504088896341f + shift) - shift;
+        r[u] = v - n[u] * 0.693145751953125f;
+        r[u] = r[u] - n[u] * 1.428606765330187045e-06f;
+    }
+    vexp_reduced_n(x, r, n, nv);
+}
+
 static inline vfa vexp(vfa x)
 {
-    x = vselect(x < vsplat(-87.0f), vsplat(-87.0f), x);
-    x = vselect(x > vsplat(88.0f), vsplat(88.0f), x);
-    const vfa shift = vsplat(12582912.0f);
-    vfa n = (x * 1.44269504088896341f + shift) - shift;
-    vfa r = x - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187045e-06f;
-    return vexp_reduced(r, n);
+    vexp_n(&x, 1);
+    return x;
 }
 
 #endif
